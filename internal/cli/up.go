@@ -1,0 +1,259 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rideshare-platform/rideshare/internal/supervisor"
+)
+
+// operatorClientID is the client-credentials client `up` provisions for
+// the command line's own operator commands.
+const operatorClientID = "rideshare-operator"
+
+// Start groups: the broker first, then the services, then the gateway,
+// whose readiness means every service behind it is ready.
+const (
+	groupBroker = iota
+	groupServices
+	groupGateway
+)
+
+func runUp(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "up", "up [flags]",
+		"Runs the whole platform on this machine: an embedded NATS JetStream broker and every\n"+
+			"service as its own process, each with its own SQLite database in the data folder.\n"+
+			"A process that dies is restarted. Ctrl-C stops everything.")
+	listen := fs.String("listen", "127.0.0.1:8080", "public address of the gateway (port 0 picks a free one)")
+	data := fs.String("data", ".rideshare", "data folder: databases, broker store, logs, "+StateFile)
+	fleet := fs.Int("fleet", 30, "simulated drivers to run (0: none); the simulator arrives with the ride saga")
+	if err := parse(fs, env, args); err != nil {
+		return err
+	}
+	if *fleet < 0 {
+		return errors.New("--fleet must be 0 or more")
+	}
+	dir, err := filepath.Abs(*data)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+		return err
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding this program to start its services: %w", err)
+	}
+	prev, err := previousState(dir)
+	if err != nil {
+		return err
+	}
+	secret := prev.ClientSecret
+	if secret == "" {
+		secret = randomSecret()
+	}
+
+	plan, err := planPlatform(env, exe, dir, *listen, secret)
+	if err != nil {
+		return err
+	}
+	sup := supervisor.New(plan.specs, supervisor.Options{
+		LogDir: filepath.Join(dir, "logs"),
+		Events: prefixWriter{w: env.Stdout, prefix: "up: "},
+	})
+	start := time.Now()
+	fmt.Fprintf(env.Stdout, "up: starting rideshare in %s\n", dir)
+	if err := sup.Start(ctx); err != nil {
+		_ = sup.Stop()
+		if errors.Is(err, supervisor.ErrStopped) || ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	took := time.Since(start)
+	state := State{
+		GatewayURL: plan.publicURL, NATSURL: plan.natsURL, Services: plan.services,
+		ClientID: operatorClientID, ClientSecret: secret,
+		PID: os.Getpid(), StartedAt: time.Now().UTC(),
+	}
+	if err := writeState(dir, state); err != nil {
+		_ = sup.Stop()
+		return fmt.Errorf("writing %s: %w", StateFile, err)
+	}
+	printBanner(env, state, dir, took)
+
+	<-ctx.Done()
+	fmt.Fprintf(env.Stdout, "up: stopping\n")
+	err = sup.Stop()
+	fmt.Fprintf(env.Stdout, "up: stopped\n")
+	return err
+}
+
+type platformPlan struct {
+	specs     []supervisor.Spec
+	publicURL string
+	natsURL   string
+	services  map[string]string
+}
+
+// planPlatform opens every service's socket now, so every address is known
+// before anything starts and each process keeps its port across restarts.
+func planPlatform(env Env, exe, dir, listen, secret string) (p platformPlan, err error) {
+	var opened []*net.TCPListener
+	defer func() {
+		if err != nil {
+			for _, l := range opened {
+				l.Close()
+			}
+		}
+	}()
+	open := func(addr string) (*net.TCPListener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		opened = append(opened, l.(*net.TCPListener))
+		return l.(*net.TCPListener), nil
+	}
+	gw, err := open(listen)
+	if err != nil {
+		return p, fmt.Errorf("the gateway cannot listen on %s (%v); pick another with --listen, e.g. --listen 127.0.0.1:0", listen, err)
+	}
+	p.publicURL = "http://" + gw.Addr().String()
+	natsPort, err := freePort()
+	if err != nil {
+		return p, err
+	}
+	p.natsURL = "nats://127.0.0.1:" + strconv.Itoa(natsPort)
+	brokerLn, err := open("127.0.0.1:0")
+	if err != nil {
+		return p, err
+	}
+	p.specs = append(p.specs, supervisor.Spec{
+		Name: brokerName, Path: exe, Group: groupBroker, Listener: brokerLn,
+		Args: []string{"serve", brokerName, "--listen", "fd:3",
+			"--nats-listen", "127.0.0.1:" + strconv.Itoa(natsPort), "--store", filepath.Join(dir, "broker")},
+		ReadyURL: "http://" + brokerLn.Addr().String() + "/readyz",
+	})
+
+	p.services = map[string]string{}
+	lns := map[string]*net.TCPListener{}
+	for _, s := range env.Services {
+		if s.Name == "gateway" {
+			lns[s.Name] = gw
+			continue
+		}
+		l, err := open("127.0.0.1:0")
+		if err != nil {
+			return p, err
+		}
+		lns[s.Name] = l
+		p.services[s.Name] = "http://" + l.Addr().String()
+	}
+	var peers []string
+	for name, u := range p.services {
+		peers = append(peers, name+"="+u)
+	}
+	sort.Strings(peers)
+	for _, s := range env.Services {
+		group := groupServices
+		if s.Name == "gateway" {
+			group = groupGateway
+		}
+		args := []string{"serve", s.Name, "--listen", "fd:3", "--nats", p.natsURL,
+			"--public-url", p.publicURL, "--dev", "--peer", strings.Join(peers, ",")}
+		if s.Database {
+			args = append(args, "--db", filepath.Join(dir, s.Name+".db"))
+		}
+		p.specs = append(p.specs, supervisor.Spec{
+			Name: s.Name, Path: exe, Args: args, Group: group, Listener: lns[s.Name],
+			// Secrets travel in the environment, not in arguments that any
+			// user of the machine can read in the process list.
+			Env:      []string{"RIDESHARE_OPERATOR_CLIENT_SECRET=" + secret},
+			ReadyURL: "http://" + lns[s.Name].Addr().String() + "/readyz",
+		})
+	}
+	return p, nil
+}
+
+// freePort finds a port for the broker, the one socket a child must open
+// itself (the NATS server takes an address, not a listener). The port is
+// kept for restarts, so the gap between closing and reuse is only at start.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lockDir keeps two platforms from sharing one data folder, which would
+// corrupt neither SQLite nor JetStream but would confuse everyone.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, "up.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another `rideshare up` is using %s", dir)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func randomSecret() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func printBanner(env Env, s State, dir string, took time.Duration) {
+	w := env.Stdout
+	fmt.Fprintf(w, "\nrideshare is ready in %.1fs\n\n", took.Seconds())
+	fmt.Fprintf(w, "  public API   %s\n", s.GatewayURL)
+	fmt.Fprintf(w, "  discovery    %s/.well-known/openid-configuration\n", s.GatewayURL)
+	fmt.Fprintf(w, "  broker       %s\n", s.NATSURL)
+	names := make([]string, 0, len(s.Services))
+	for n := range s.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-12s %s\n", n, s.Services[n])
+	}
+	fmt.Fprintf(w, "\n  data and logs %s\n  operator credential in %s (mode 0600)\n\n", dir, filepath.Join(dir, StateFile))
+	fmt.Fprintf(w, "Try: curl -s %s/readyz\nPress Ctrl-C to stop.\n", s.GatewayURL)
+}
+
+// prefixWriter prefixes each write (the supervisor writes whole lines).
+type prefixWriter struct {
+	w      interface{ Write([]byte) (int, error) }
+	prefix string
+}
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	if _, err := p.w.Write(append([]byte(p.prefix), b...)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}

@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"net/http"
+	"time"
+
+	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
+	identityv1 "github.com/rideshare-platform/rideshare/api/identity/v1"
+	usersv1 "github.com/rideshare-platform/rideshare/api/users/v1"
+	"github.com/rideshare-platform/rideshare/internal/apperr"
+
+	"connectrpc.com/connect"
+)
+
+// gatewayCaller is how the gateway identifies itself when it acts for a
+// caller who has no account yet (signup).
+var gatewayCaller = &authv1.Caller{UserId: "gateway", Role: authv1.Role_ROLE_SERVICE}
+
+type vehicleJSON struct {
+	Make  string `json:"make"`
+	Model string `json:"model"`
+	Plate string `json:"plate"`
+	Color string `json:"color"`
+}
+
+type signupJSON struct {
+	Role     string       `json:"role"`
+	Name     string       `json:"name"`
+	Email    string       `json:"email"`
+	Password string       `json:"password"`
+	Vehicle  *vehicleJSON `json:"vehicle,omitempty"`
+}
+
+// profileJSON is a user as the public API shows them.
+type profileJSON struct {
+	ID          string       `json:"id"`
+	Role        string       `json:"role"`
+	Name        string       `json:"name"`
+	Email       string       `json:"email"`
+	Vehicle     *vehicleJSON `json:"vehicle,omitempty"`
+	Rating      float64      `json:"rating"`
+	RatingCount int64        `json:"rating_count"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+// signup creates an account (identity) and then its profile (users). The
+// profile call is a shortcut so GET /v1/me works at once; if it fails, users
+// still creates the profile from identity's account.created event.
+func (g *Gateway) signup(w http.ResponseWriter, r *http.Request, _ *authv1.Caller) error {
+	var in signupJSON
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	role := roleOf(in.Role)
+	if role != authv1.Role_ROLE_RIDER && role != authv1.Role_ROLE_DRIVER {
+		return apperr.E(apperr.Invalid, "", `role must be "rider" or "driver"`)
+	}
+	if role == authv1.Role_ROLE_DRIVER && (in.Vehicle == nil || in.Vehicle.Plate == "") {
+		return apperr.E(apperr.Invalid, "", "a driver signs up with a vehicle that has a plate")
+	}
+	if role == authv1.Role_ROLE_RIDER && in.Vehicle != nil {
+		return apperr.E(apperr.Invalid, "", "only drivers sign up with a vehicle")
+	}
+	var vehicle *usersv1.Vehicle
+	if in.Vehicle != nil {
+		vehicle = &usersv1.Vehicle{Make: in.Vehicle.Make, Model: in.Vehicle.Model, Plate: in.Vehicle.Plate, Color: in.Vehicle.Color}
+	}
+	acc, err := g.identity.CreateAccount(r.Context(), connect.NewRequest(&identityv1.CreateAccountRequest{
+		Caller: gatewayCaller, Email: in.Email, Password: in.Password, Role: role, Name: in.Name, Vehicle: vehicle,
+	}))
+	if err != nil {
+		return err
+	}
+	a := acc.Msg.GetAccount()
+	out := profileJSON{ID: a.GetId(), Role: roleName(a.GetRole()), Name: a.GetName(), Email: a.GetEmail(),
+		Vehicle: in.Vehicle, CreatedAt: a.GetCreatedAt().AsTime()}
+	if _, err := g.users.CreateProfile(r.Context(), connect.NewRequest(&usersv1.CreateProfileRequest{
+		Caller: gatewayCaller, AccountId: a.GetId(), Role: a.GetRole(), Name: a.GetName(), Email: a.GetEmail(), Vehicle: vehicle,
+	})); err != nil {
+		g.deps.Log.WarnContext(r.Context(), "profile not created at signup; the account event will create it", "account", a.GetId(), "err", err)
+	}
+	w.Header().Set("Location", "/v1/me")
+	return writeJSON(w, http.StatusCreated, out)
+}
+
+// me is the caller's own profile.
+func (g *Gateway) me(w http.ResponseWriter, r *http.Request, c *authv1.Caller) error {
+	res, err := g.users.GetProfile(r.Context(), connect.NewRequest(&usersv1.GetProfileRequest{Caller: c}))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, profileFromProto(res.Msg.GetProfile()))
+}
+
+func profileFromProto(p *usersv1.Profile) profileJSON {
+	out := profileJSON{
+		ID: p.GetUserId(), Role: roleName(p.GetRole()), Name: p.GetName(), Email: p.GetEmail(),
+		Rating: p.GetRating(), RatingCount: p.GetRatingCount(), CreatedAt: p.GetCreatedAt().AsTime(),
+	}
+	if v := p.GetVehicle(); v != nil {
+		out.Vehicle = &vehicleJSON{Make: v.GetMake(), Model: v.GetModel(), Plate: v.GetPlate(), Color: v.GetColor()}
+	}
+	return out
+}

@@ -1,0 +1,181 @@
+// Package platform is the contract between a service and the process that
+// hosts it. A service declares itself as a Service value (its name, schema and
+// constructor); Run hosts any Service the same way, whether `rideshare serve`
+// runs it alone in a container or `rideshare up` runs it as one of many
+// processes on a laptop.
+package platform
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/outbox"
+	"github.com/rideshare-platform/rideshare/internal/sqldb"
+	"github.com/rideshare-platform/rideshare/internal/telemetry"
+)
+
+// Service is one deployable unit, declared once in its own package.
+type Service struct {
+	// Name is what `rideshare serve NAME` takes and what peers call it.
+	Name string
+	// Summary is one line for --help.
+	Summary string
+	// Database says the service owns a database (every service but the
+	// gateway). It always holds the outbox tables.
+	Database bool
+	// Migrations is the service's own schema, if it has one yet.
+	Migrations fs.FS
+	// Calls names the services this one calls by RPC: the wiring gives it
+	// their addresses, and network policies allow exactly these calls.
+	Calls []string
+	// New builds the service from its dependencies.
+	New func(ctx context.Context, d Deps) (*Component, error)
+}
+
+// Component is a built service.
+type Component struct {
+	// Handler serves its RPC (or, for the gateway, the public API).
+	Handler http.Handler
+	// Workers run until the context ends (event consumers, timers). One
+	// that returns an error is logged and restarted with backoff.
+	Workers []Worker
+	// Ready, if set, adds to the host's readiness check.
+	Ready func(ctx context.Context) error
+	// Close, if set, releases what New acquired, after the server stopped.
+	Close func() error
+}
+
+// Worker is a named background loop.
+type Worker struct {
+	Name string
+	Run  func(ctx context.Context) error
+}
+
+// Config is a process's configuration, from flags and environment.
+type Config struct {
+	// Listen is host:port, or fd:N for a socket inherited from `up`.
+	Listen string
+	// DB is the database DSN: a SQLite path or postgres://….
+	DB string
+	// NATS is the broker URL.
+	NATS string
+	// StreamReplicas is the stream replication factor (cluster size).
+	StreamReplicas int
+	// Peers maps a service name to its base URL.
+	Peers map[string]string
+	// PublicURL is the gateway's public base URL; it is also the OAuth
+	// issuer, since the gateway fronts the identity endpoints.
+	PublicURL string
+	// Dev enables developer conveniences that production refuses, such as
+	// the first-party password grant.
+	Dev bool
+	// Secrets holds named secrets from the environment (never from flags,
+	// which other users of the machine can read in the process list).
+	Secrets map[string]string
+	// LogLevel is the minimum level logged.
+	LogLevel slog.Level
+	// Stderr receives the JSON logs.
+	Stderr io.Writer
+}
+
+// Deps is what a service is given to build itself.
+type Deps struct {
+	Config Config
+	// DB, Outbox and Events are nil for a service without a Database.
+	DB     *sqldb.DB
+	Outbox *outbox.Outbox
+	Events *outbox.Consumer
+	NATS   *nats.Conn
+	JS     jetstream.JetStream
+	// HTTP is the pooled client for calls to peers.
+	HTTP    *http.Client
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
+}
+
+// Peer is the base URL of service name, or an error naming the missing
+// configuration.
+func (d Deps) Peer(name string) (string, error) {
+	u, ok := d.Config.Peers[name]
+	if !ok || u == "" {
+		return "", fmt.Errorf("no address for peer %q (set --peer %s=URL)", name, name)
+	}
+	return strings.TrimRight(u, "/"), nil
+}
+
+// ClientOptions are the options every RPC client uses: errors mapped back
+// into the vocabulary, request ids forwarded, and a deadline on every call.
+func (d Deps) ClientOptions() []connect.ClientOption {
+	return []connect.ClientOption{
+		connect.WithInterceptors(defaultDeadline(DefaultCallTimeout), telemetry.Interceptor(), apperr.Interceptor()),
+	}
+}
+
+// HandlerOptions are the options every RPC handler uses.
+func (d Deps) HandlerOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{
+		connect.WithInterceptors(telemetry.Interceptor(), apperr.Interceptor()),
+		connect.WithReadMaxBytes(1 << 20),
+	}
+}
+
+// DefaultCallTimeout bounds an RPC whose caller set no deadline of its own,
+// so that no call anywhere waits forever.
+const DefaultCallTimeout = 5 * time.Second
+
+func defaultDeadline(d time.Duration) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if _, ok := ctx.Deadline(); !ok && req.Spec().IsClient {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
+			return next(ctx, req)
+		}
+	}
+}
+
+// NewHTTPClient is the client for calls between services: pooled keep-alive
+// connections and bounded connection setup.
+func NewHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 512
+	t.MaxIdleConnsPerHost = 128
+	t.IdleConnTimeout = 90 * time.Second
+	t.ResponseHeaderTimeout = 30 * time.Second
+	return &http.Client{Transport: t}
+}
+
+// Names lists services' names, sorted.
+func Names(svcs []Service) []string {
+	out := make([]string, 0, len(svcs))
+	for _, s := range svcs {
+		out = append(out, s.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Find returns the service called name.
+func Find(svcs []Service, name string) (Service, bool) {
+	for _, s := range svcs {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Service{}, false
+}

@@ -1,0 +1,151 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rideshare-platform/rideshare/internal/broker"
+	"github.com/rideshare-platform/rideshare/internal/outbox"
+	"github.com/rideshare-platform/rideshare/internal/server"
+	"github.com/rideshare-platform/rideshare/internal/sqldb"
+	"github.com/rideshare-platform/rideshare/internal/telemetry"
+)
+
+// Run hosts svc until ctx ends: it opens and migrates the service's
+// database, connects to the broker, builds the service, runs its workers and
+// the outbox relay, and serves HTTP. It returns once everything has stopped.
+func Run(ctx context.Context, svc Service, cfg Config) error {
+	stderr := cfg.Stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	log := telemetry.NewLogger(stderr, svc.Name, cfg.LogLevel)
+	reg := telemetry.NewRegistry()
+	d := Deps{Config: cfg, HTTP: NewHTTPClient(), Log: log, Metrics: reg}
+
+	ln, err := server.Listen(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	if svc.Database {
+		if d.DB, err = sqldb.Open(ctx, cfg.DB); err != nil {
+			return fmt.Errorf("%s: %w", svc.Name, err)
+		}
+		defer d.DB.Close()
+		if err := d.DB.Migrate(ctx, outbox.Migrations(), outbox.MigrationTable); err != nil {
+			return fmt.Errorf("%s: %w", svc.Name, err)
+		}
+		if svc.Migrations != nil {
+			if err := d.DB.Migrate(ctx, svc.Migrations, "schema_migrations"); err != nil {
+				return fmt.Errorf("%s: %w", svc.Name, err)
+			}
+		}
+		d.Outbox = outbox.New(d.DB, svc.Name, outbox.Options{Logger: log, Metrics: reg})
+	}
+	if cfg.NATS != "" {
+		d.NATS, d.JS, err = broker.Dial(ctx, broker.DialOptions{URL: cfg.NATS, Name: svc.Name, Logger: log})
+		if err != nil {
+			return fmt.Errorf("%s: %w", svc.Name, err)
+		}
+		defer d.NATS.Close()
+		if d.DB != nil {
+			d.Events = outbox.NewConsumer(d.DB, d.JS, log, reg)
+		}
+	}
+
+	comp, err := svc.New(ctx, d)
+	if err != nil {
+		return fmt.Errorf("%s: %w", svc.Name, err)
+	}
+	if comp.Close != nil {
+		defer comp.Close()
+	}
+
+	var streamsReady atomic.Bool
+	workers := comp.Workers
+	if d.JS != nil {
+		workers = append([]Worker{{Name: "streams", Run: func(ctx context.Context) error {
+			if err := broker.EnsureStreams(ctx, d.JS, cfg.StreamReplicas); err != nil {
+				return err
+			}
+			streamsReady.Store(true)
+			<-ctx.Done()
+			return nil
+		}}}, workers...)
+		if d.Outbox != nil {
+			workers = append(workers, Worker{Name: "outbox-relay", Run: func(ctx context.Context) error {
+				return d.Outbox.Relay(ctx, d.JS)
+			}})
+		}
+	}
+
+	wctx, stopWorkers := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runWorker(wctx, log, w)
+		}()
+	}
+
+	ready := func(ctx context.Context) error {
+		if d.DB != nil {
+			if err := d.DB.Ping(ctx); err != nil {
+				return err
+			}
+		}
+		if d.NATS != nil {
+			if d.NATS.Status() != nats.CONNECTED {
+				return errors.New("broker not connected")
+			}
+			if !streamsReady.Load() {
+				return errors.New("broker streams not yet ensured")
+			}
+		}
+		if comp.Ready != nil {
+			return comp.Ready(ctx)
+		}
+		return nil
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "db", d.DB != nil, "broker", cfg.NATS != "")
+	err = server.Serve(ctx, ln, server.Config{Handler: comp.Handler, Ready: ready, Registry: reg, Logger: log})
+	stopWorkers()
+	wg.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// runWorker keeps w running until ctx ends, restarting it with capped
+// backoff when it fails: a consumer whose broker is restarting must come
+// back by itself, not take the process down.
+func runWorker(ctx context.Context, log *slog.Logger, w Worker) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := w.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		log.Warn("worker stopped; restarting", "worker", w.Name, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}

@@ -1,0 +1,189 @@
+// Package server runs a rideshare process's HTTP server: the same timeouts,
+// body limit, request ids, logs, metrics, health and readiness endpoints for
+// every service, with HTTP/2 over cleartext so gRPC clients work too.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/telemetry"
+)
+
+// Timeouts every server uses. WriteTimeout bounds ordinary responses; a
+// streaming handler (server-sent events) lifts it for its own response with
+// http.ResponseController.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 30 * time.Second
+	WriteTimeout      = 60 * time.Second
+	IdleTimeout       = 120 * time.Second
+	ShutdownTimeout   = 10 * time.Second
+	// DefaultMaxBody is the request body limit; larger bodies get 413.
+	DefaultMaxBody = 1 << 20
+)
+
+// Listen opens addr: "host:port", or "fd:N" for a socket inherited from the
+// parent (rideshare up keeps each service's socket across restarts).
+func Listen(addr string) (net.Listener, error) {
+	if fd, ok := strings.CutPrefix(addr, "fd:"); ok {
+		n, err := strconv.Atoi(fd)
+		if err != nil || n < 3 {
+			return nil, fmt.Errorf("server: bad inherited socket %q", addr)
+		}
+		f := os.NewFile(uintptr(n), "listener")
+		defer f.Close() // FileListener dups it
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return nil, fmt.Errorf("server: inherited socket %s: %w", addr, err)
+		}
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("server: listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Config describes one server.
+type Config struct {
+	// Handler serves everything but the infrastructure endpoints.
+	Handler http.Handler
+	// Ready reports whether the process can do its work (database and
+	// broker reachable); nil means always ready.
+	Ready func(ctx context.Context) error
+	// Registry backs /metrics and receives the HTTP metrics.
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+	// MaxBody overrides DefaultMaxBody.
+	MaxBody int64
+}
+
+// Serve serves on ln until ctx ends, then shuts down gracefully: it stops
+// accepting, lets in-flight requests finish within ShutdownTimeout, and
+// returns.
+func Serve(ctx context.Context, ln net.Listener, c Config) error {
+	log := c.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	maxBody := c.MaxBody
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBody
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeStatus(w, http.StatusOK, "ok", "")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if c.Ready != nil {
+			rctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if err := c.Ready(rctx); err != nil {
+				writeStatus(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+				return
+			}
+		}
+		writeStatus(w, http.StatusOK, "ready", "")
+	})
+	if c.Registry != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(c.Registry, promhttp.HandlerOpts{Registry: c.Registry}))
+	}
+	if c.Handler != nil {
+		mux.Handle("/", c.Handler)
+	}
+
+	var h http.Handler = mux
+	h = limitBody(h, maxBody)
+	h = accessLog(h, log)
+	if c.Registry != nil {
+		h = telemetry.NewHTTPMetrics(c.Registry).Wrap(h)
+	}
+	h = telemetry.RequestIDs(h)
+
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = srv.Close()
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+func writeStatus(w http.ResponseWriter, code int, status, detail string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(struct {
+		Status string `json:"status"`
+		Detail string `json:"detail,omitempty"`
+	}{status, detail})
+}
+
+// limitBody caps every request body; reading past the cap fails with
+// *http.MaxBytesError, which handlers (and the RPC layer) turn into 413.
+func limitBody(next http.Handler, max int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			w.Header().Set("Connection", "close")
+			apperr.WriteProblem(w, r, apperr.E(apperr.TooLarge, "", "request body exceeds %d bytes", max), 0)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// accessLog logs failed and slow requests; successful fast ones are counted
+// by the metrics, not logged, so logs stay readable under load.
+func accessLog(next http.Handler, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := telemetry.NewRecorder(w)
+		next.ServeHTTP(rec, r)
+		d := time.Since(start)
+		if rec.Status >= 500 || d > time.Second {
+			log.WarnContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "status", rec.Status, "duration_ms", d.Milliseconds())
+		} else if rec.Status >= 400 {
+			log.InfoContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "status", rec.Status, "duration_ms", d.Milliseconds())
+		}
+	})
+}
