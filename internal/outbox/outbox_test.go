@@ -8,7 +8,6 @@ import (
 	"testing/fstest"
 	"time"
 
-
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	eventsv1 "github.com/rideshare-platform/rideshare/api/events/v1"
 	identityv1 "github.com/rideshare-platform/rideshare/api/identity/v1"
@@ -178,4 +177,3 @@ func TestRelayWaitsOutBrokerOutage(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want 5", info.State.Msgs)
 	}
 }
-

@@ -37,7 +37,7 @@ func (s *store) create(ctx context.Context, p Profile) (out Profile, err error) 
 func (s *store) createTx(ctx context.Context, tx *sqldb.Tx, p Profile) (out Profile, err error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO profiles (user_id, role, name, email, vehicle_make, vehicle_model, vehicle_plate, vehicle_color, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id) DO NOTHING`,
-			p.UserID, roleName(p.Role), p.Name, p.Email, p.Vehicle.Make, p.Vehicle.Model, p.Vehicle.Plate, p.Vehicle.Color, sqldb.Micros(p.CreatedAt))
+		p.UserID, roleName(p.Role), p.Name, p.Email, p.Vehicle.Make, p.Vehicle.Model, p.Vehicle.Plate, p.Vehicle.Color, sqldb.Micros(p.CreatedAt))
 	if err != nil {
 		return Profile{}, fmt.Errorf("users: insert profile: %w", err)
 	}
