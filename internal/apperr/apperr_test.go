@@ -1,0 +1,49 @@
+package apperr
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+// TestRoundTrip: every kind and code survives the trip through an RPC error,
+// so an error raised three services deep reaches the edge unchanged.
+func TestRoundTrip(t *testing.T) {
+	for k := range kindInfo {
+		kind := Kind(k)
+		sent := E(kind, "some_code", "message %d", k)
+		got := As(ToConnect(fmt.Errorf("wrapped: %w", sent)))
+		if got.Kind != kind || got.Code != "some_code" || got.Message != sent.Message {
+			t.Errorf("%s: came back as %s/%s/%q", kind, got.Kind, got.Code, got.Message)
+		}
+	}
+}
+
+func TestContextErrors(t *testing.T) {
+	if k := KindOf(context.DeadlineExceeded); k != Timeout {
+		t.Errorf("deadline: %s", k)
+	}
+	if k := KindOf(fmt.Errorf("x: %w", context.Canceled)); k != Unavailable {
+		t.Errorf("canceled: %s", k)
+	}
+	if e := As(fmt.Errorf("disk on fire")); e.Kind != Internal || e.Message != "internal error" {
+		t.Errorf("unclassified errors must hide their cause: %+v", e)
+	}
+}
+
+func TestWriteProblem(t *testing.T) {
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("GET", "/v1/rides/x", nil)
+	WriteProblem(w, r, E(RateLimited, "", "slow down"), 1500e6)
+	var p Problem
+	if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil {
+		t.Fatal(err)
+	}
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Content-Type") != "application/problem+json" ||
+		w.Header().Get("Retry-After") != "2" || p.Code != "rate_limited" || p.Status != 429 || p.Instance != "/v1/rides/x" {
+		t.Fatalf("got %d %v %+v", w.Code, w.Header(), p)
+	}
+}
