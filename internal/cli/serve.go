@@ -20,7 +20,7 @@ import (
 // brokerName is the pseudo-service `serve` runs as the embedded broker.
 const brokerName = "broker"
 
-// peerList is a repeatable --peer name=URL flag.
+// peerList is a repeatable NAME=VALUE flag (--peer, --set).
 type peerList map[string]string
 
 func (p peerList) String() string {
@@ -35,7 +35,7 @@ func (p peerList) Set(s string) error {
 	for _, kv := range strings.Split(s, ",") {
 		name, u, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok || name == "" || u == "" {
-			return fmt.Errorf("want NAME=URL, got %q", kv)
+			return fmt.Errorf("want NAME=VALUE, got %q", kv)
 		}
 		p[name] = u
 	}
@@ -76,6 +76,13 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	fs.Var(peers, "peer", "NAME=URL of a service this one calls; repeatable or comma-separated [RIDESHARE_PEERS]")
+	settings := peerList{}
+	if v := env.Getenv("RIDESHARE_SET"); v != "" {
+		if err := settings.Set(v); err != nil {
+			return fmt.Errorf("RIDESHARE_SET: %w", err)
+		}
+	}
+	fs.Var(settings, "set", "KEY=VALUE service setting, e.g. payments.decline_rate=0.1; repeatable [RIDESHARE_SET]")
 	if err := parse(fs, env, args); err != nil {
 		return err
 	}
@@ -98,6 +105,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		Secrets: map[string]string{
 			"operator_client_secret": env.Getenv("RIDESHARE_OPERATOR_CLIENT_SECRET"),
 		},
+		Settings: settings,
 		LogLevel: level,
 		Stderr:   env.Stderr,
 	})

@@ -85,6 +85,9 @@ type Config struct {
 	// Secrets holds named secrets from the environment (never from flags,
 	// which other users of the machine can read in the process list).
 	Secrets map[string]string
+	// Settings are service-specific knobs ("payments.decline_rate=0.1"),
+	// from repeatable --set flags. A service reads only its own prefix.
+	Settings map[string]string
 	// LogLevel is the minimum level logged.
 	LogLevel slog.Level
 	// Stderr receives the JSON logs.
@@ -104,6 +107,14 @@ type Deps struct {
 	HTTP    *http.Client
 	Log     *slog.Logger
 	Metrics prometheus.Registerer
+}
+
+// Setting is the service setting key, or def when unset.
+func (d Deps) Setting(key, def string) string {
+	if v, ok := d.Config.Settings[key]; ok && v != "" {
+		return v
+	}
+	return def
 }
 
 // Peer is the base URL of service name, or an error naming the missing
