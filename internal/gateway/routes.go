@@ -44,28 +44,21 @@ func (g *Gateway) routes() []route {
 	return []route{
 		{method: "POST", path: "/v1/accounts", handle: g.signup},
 		{method: "GET", path: "/v1/me", roles: anyUser, handle: g.me},
-		{method: "POST", path: "/v1/fares/estimate", roles: riders, handle: notYet},
-		{method: "POST", path: "/v1/rides", roles: riders, handle: notYet},
-		{method: "GET", path: "/v1/rides", roles: ridersDriver, handle: notYet},
-		{method: "GET", path: "/v1/rides/{id}", roles: rideViewers, handle: notYet},
-		{method: "POST", path: "/v1/rides/{id}/cancel", roles: ridersDriver, handle: notYet},
-		{method: "GET", path: "/v1/rides/{id}/events", roles: ridersDriver, handle: notYet},
-		{method: "POST", path: "/v1/rides/{id}/accept", roles: drivers, handle: notYet},
-		{method: "POST", path: "/v1/rides/{id}/arrive", roles: drivers, handle: notYet},
-		{method: "POST", path: "/v1/rides/{id}/start", roles: drivers, handle: notYet},
-		{method: "POST", path: "/v1/rides/{id}/complete", roles: drivers, handle: notYet},
-		{method: "GET", path: "/v1/rides/{id}/receipt", roles: receiptViews, handle: notYet},
-		{method: "PUT", path: "/v1/drivers/me/availability", roles: drivers, handle: notYet},
-		{method: "POST", path: "/v1/drivers/me/location", roles: drivers, handle: notYet},
-		{method: "GET", path: "/v1/drivers/me/offers", roles: drivers, handle: notYet},
+		{method: "POST", path: "/v1/fares/estimate", roles: riders, handle: g.estimate},
+		{method: "POST", path: "/v1/rides", roles: riders, handle: g.requestRide},
+		{method: "GET", path: "/v1/rides", roles: ridersDriver, handle: g.listRides},
+		{method: "GET", path: "/v1/rides/{id}", roles: rideViewers, handle: g.getRide},
+		{method: "POST", path: "/v1/rides/{id}/cancel", roles: ridersDriver, handle: g.cancelRide},
+		{method: "GET", path: "/v1/rides/{id}/events", roles: ridersDriver, timeout: streamTimeout, handle: g.rideEvents},
+		{method: "POST", path: "/v1/rides/{id}/accept", roles: drivers, handle: g.tripStep(accept)},
+		{method: "POST", path: "/v1/rides/{id}/arrive", roles: drivers, handle: g.tripStep(arrive)},
+		{method: "POST", path: "/v1/rides/{id}/start", roles: drivers, handle: g.tripStep(start)},
+		{method: "POST", path: "/v1/rides/{id}/complete", roles: drivers, handle: g.tripStep(complete)},
+		{method: "GET", path: "/v1/rides/{id}/receipt", roles: receiptViews, handle: g.receipt},
+		{method: "PUT", path: "/v1/drivers/me/availability", roles: drivers, handle: g.availability},
+		{method: "POST", path: "/v1/drivers/me/location", roles: drivers, handle: g.location},
+		{method: "GET", path: "/v1/drivers/me/offers", roles: drivers, handle: g.offers},
 	}
-}
-
-// notYet answers routes whose domain (the ride saga, dispatch, payments,
-// pricing) is not built yet, after authentication and authorization ran, so
-// the contract's status codes for those already hold.
-func notYet(http.ResponseWriter, *http.Request, *authv1.Caller) error {
-	return apperr.E(apperr.Unimplemented, "", "this endpoint is not available yet")
 }
 
 // handler mounts the route table, the OAuth forwarding, and problem+json

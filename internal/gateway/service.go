@@ -15,7 +15,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rideshare-platform/rideshare/api/dispatch/v1/dispatchv1connect"
 	"github.com/rideshare-platform/rideshare/api/identity/v1/identityv1connect"
+	"github.com/rideshare-platform/rideshare/api/notifications/v1/notificationsv1connect"
+	"github.com/rideshare-platform/rideshare/api/pricing/v1/pricingv1connect"
+	"github.com/rideshare-platform/rideshare/api/rides/v1/ridesv1connect"
 	"github.com/rideshare-platform/rideshare/api/users/v1/usersv1connect"
 	"github.com/rideshare-platform/rideshare/internal/platform"
 )
@@ -35,9 +39,13 @@ var calls = []string{"identity", "users", "rides", "dispatch", "payments", "pric
 type Gateway struct {
 	deps     platform.Deps
 	auth     *authenticator
-	identity identityv1connect.IdentityServiceClient
-	users    usersv1connect.UsersServiceClient
-	peers    map[string]string
+	identity      identityv1connect.IdentityServiceClient
+	users         usersv1connect.UsersServiceClient
+	rides         ridesv1connect.RidesServiceClient
+	dispatch      dispatchv1connect.DispatchServiceClient
+	pricing       pricingv1connect.PricingServiceClient
+	notifications notificationsv1connect.NotificationsServiceClient
+	peers         map[string]string
 }
 
 func newGateway(ctx context.Context, d platform.Deps) (*platform.Component, error) {
@@ -55,6 +63,10 @@ func newGateway(ctx context.Context, d platform.Deps) (*platform.Component, erro
 	opts := d.ClientOptions()
 	g.identity = identityv1connect.NewIdentityServiceClient(d.HTTP, g.peers["identity"], opts...)
 	g.users = usersv1connect.NewUsersServiceClient(d.HTTP, g.peers["users"], opts...)
+	g.rides = ridesv1connect.NewRidesServiceClient(d.HTTP, g.peers["rides"], opts...)
+	g.dispatch = dispatchv1connect.NewDispatchServiceClient(d.HTTP, g.peers["dispatch"], opts...)
+	g.pricing = pricingv1connect.NewPricingServiceClient(d.HTTP, g.peers["pricing"], opts...)
+	g.notifications = notificationsv1connect.NewNotificationsServiceClient(d.HTTP, g.peers["notifications"], opts...)
 	auth, err := newAuthenticator(ctx, d.HTTP, g.peers["identity"]+"/oauth2/jwks", d.Config.PublicURL, d.Log)
 	if err != nil {
 		return nil, err
