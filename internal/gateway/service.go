@@ -37,8 +37,8 @@ var calls = []string{"identity", "users", "rides", "dispatch", "payments", "pric
 
 // Gateway serves the public API.
 type Gateway struct {
-	deps     platform.Deps
-	auth     *authenticator
+	deps          platform.Deps
+	auth          *authenticator
 	identity      identityv1connect.IdentityServiceClient
 	users         usersv1connect.UsersServiceClient
 	rides         ridesv1connect.RidesServiceClient
