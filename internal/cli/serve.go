@@ -141,7 +141,9 @@ func serveBroker(ctx context.Context, env Env, args []string) error {
 		Logger:   log,
 		Registry: telemetry.NewRegistry(),
 		Ready: func(context.Context) error {
-			if !srv.JetStreamEnabled() || !srv.ReadyForConnections(0) {
+			// RunEmbedded waited for the server to accept connections; from
+			// then on, ready means still running with JetStream on.
+			if !srv.Running() || !srv.JetStreamEnabled() {
 				return errors.New("jetstream not ready")
 			}
 			return nil

@@ -74,10 +74,13 @@ func (g *Gateway) signup(w http.ResponseWriter, r *http.Request, _ *authv1.Calle
 	a := acc.Msg.GetAccount()
 	out := profileJSON{ID: a.GetId(), Role: roleName(a.GetRole()), Name: a.GetName(), Email: a.GetEmail(),
 		Vehicle: in.Vehicle, CreatedAt: a.GetCreatedAt().AsTime()}
-	if _, err := g.users.CreateProfile(r.Context(), connect.NewRequest(&usersv1.CreateProfileRequest{
+	prof, err := g.users.CreateProfile(r.Context(), connect.NewRequest(&usersv1.CreateProfileRequest{
 		Caller: gatewayCaller, AccountId: a.GetId(), Role: a.GetRole(), Name: a.GetName(), Email: a.GetEmail(), Vehicle: vehicle,
-	})); err != nil {
+	}))
+	if err != nil {
 		g.deps.Log.WarnContext(r.Context(), "profile not created at signup; the account event will create it", "account", a.GetId(), "err", err)
+	} else {
+		out = profileFromProto(prof.Msg.GetProfile()) // what GET /v1/me will show
 	}
 	w.Header().Set("Location", "/v1/me")
 	return writeJSON(w, http.StatusCreated, out)

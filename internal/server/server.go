@@ -177,6 +177,12 @@ func limitBody(next http.Handler, max int64) http.Handler {
 func accessLog(next http.Handler, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		if r.URL.Path == "/readyz" || r.URL.Path == "/healthz" {
+			// Probes run many times a second during start; their answer is
+			// the supervisor's business, not the log's.
+			next.ServeHTTP(w, r)
+			return
+		}
 		rec := telemetry.NewRecorder(w)
 		next.ServeHTTP(rec, r)
 		d := time.Since(start)
