@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	_ "embed"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -24,7 +25,10 @@ type route struct {
 	roles []authv1.Role
 	// timeout bounds the whole request, downstream calls included.
 	timeout time.Duration
-	handle  func(w http.ResponseWriter, r *http.Request, c *authv1.Caller) error
+	// statuses are the codes the route answers with, success first; the
+	// OpenAPI document must list the same (a test holds them together).
+	statuses []int
+	handle   func(w http.ResponseWriter, r *http.Request, c *authv1.Caller) error
 }
 
 var (
@@ -38,26 +42,39 @@ var (
 
 const defaultTimeout = 10 * time.Second
 
+var tripStepStatuses = []int{200, 401, 403, 404, 409}
+
+//go:embed openapi.json
+var openAPI []byte
+
+// serveOpenAPI serves the API's OpenAPI 3.1 document.
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request, _ *authv1.Caller) error {
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(openAPI)
+	return err
+}
+
 // routes is the public API of DESIGN.md section 7 (the OAuth endpoints are
 // forwarded to identity, and infrastructure endpoints are the server's).
 func (g *Gateway) routes() []route {
 	return []route{
-		{method: "POST", path: "/v1/accounts", handle: g.signup},
-		{method: "GET", path: "/v1/me", roles: anyUser, handle: g.me},
-		{method: "POST", path: "/v1/fares/estimate", roles: riders, handle: g.estimate},
-		{method: "POST", path: "/v1/rides", roles: riders, handle: g.requestRide},
-		{method: "GET", path: "/v1/rides", roles: ridersDriver, handle: g.listRides},
-		{method: "GET", path: "/v1/rides/{id}", roles: rideViewers, handle: g.getRide},
-		{method: "POST", path: "/v1/rides/{id}/cancel", roles: ridersDriver, handle: g.cancelRide},
-		{method: "GET", path: "/v1/rides/{id}/events", roles: ridersDriver, timeout: streamTimeout, handle: g.rideEvents},
-		{method: "POST", path: "/v1/rides/{id}/accept", roles: drivers, handle: g.tripStep(accept)},
-		{method: "POST", path: "/v1/rides/{id}/arrive", roles: drivers, handle: g.tripStep(arrive)},
-		{method: "POST", path: "/v1/rides/{id}/start", roles: drivers, handle: g.tripStep(start)},
-		{method: "POST", path: "/v1/rides/{id}/complete", roles: drivers, handle: g.tripStep(complete)},
-		{method: "GET", path: "/v1/rides/{id}/receipt", roles: receiptViews, handle: g.receipt},
-		{method: "PUT", path: "/v1/drivers/me/availability", roles: drivers, handle: g.availability},
-		{method: "POST", path: "/v1/drivers/me/location", roles: drivers, handle: g.location},
-		{method: "GET", path: "/v1/drivers/me/offers", roles: drivers, handle: g.offers},
+		{method: "GET", path: "/v1/openapi.json", handle: serveOpenAPI, statuses: []int{200}},
+		{method: "POST", path: "/v1/accounts", handle: g.signup, statuses: []int{201, 400, 409, 413}},
+		{method: "GET", path: "/v1/me", roles: anyUser, handle: g.me, statuses: []int{200, 401, 403, 404}},
+		{method: "POST", path: "/v1/fares/estimate", roles: riders, handle: g.estimate, statuses: []int{200, 400, 401, 403, 413, 422}},
+		{method: "POST", path: "/v1/rides", roles: riders, handle: g.requestRide, statuses: []int{202, 400, 401, 403, 409, 413, 422}},
+		{method: "GET", path: "/v1/rides", roles: ridersDriver, handle: g.listRides, statuses: []int{200, 400, 401, 403}},
+		{method: "GET", path: "/v1/rides/{id}", roles: rideViewers, handle: g.getRide, statuses: []int{200, 401, 403, 404}},
+		{method: "POST", path: "/v1/rides/{id}/cancel", roles: ridersDriver, handle: g.cancelRide, statuses: []int{200, 400, 401, 403, 404, 409, 413}},
+		{method: "GET", path: "/v1/rides/{id}/events", roles: ridersDriver, timeout: streamTimeout, handle: g.rideEvents, statuses: []int{200, 401, 403, 404}},
+		{method: "POST", path: "/v1/rides/{id}/accept", roles: drivers, handle: g.tripStep(accept), statuses: tripStepStatuses},
+		{method: "POST", path: "/v1/rides/{id}/arrive", roles: drivers, handle: g.tripStep(arrive), statuses: tripStepStatuses},
+		{method: "POST", path: "/v1/rides/{id}/start", roles: drivers, handle: g.tripStep(start), statuses: tripStepStatuses},
+		{method: "POST", path: "/v1/rides/{id}/complete", roles: drivers, handle: g.tripStep(complete), statuses: tripStepStatuses},
+		{method: "GET", path: "/v1/rides/{id}/receipt", roles: receiptViews, handle: g.receipt, statuses: []int{200, 401, 403, 404}},
+		{method: "PUT", path: "/v1/drivers/me/availability", roles: drivers, handle: g.availability, statuses: []int{200, 400, 401, 403, 413, 422}},
+		{method: "POST", path: "/v1/drivers/me/location", roles: drivers, handle: g.location, statuses: []int{204, 400, 401, 403, 413, 422}},
+		{method: "GET", path: "/v1/drivers/me/offers", roles: drivers, handle: g.offers, statuses: []int{200, 401, 403}},
 	}
 }
 
