@@ -23,6 +23,9 @@ type State struct {
 	// client; kept across runs so scripts keep working.
 	ClientID     string    `json:"client_id"`
 	ClientSecret string    `json:"client_secret"`
+	// FleetPassword is the simulated drivers' password, kept so a new run
+	// logs in to the accounts the last one created.
+	FleetPassword string `json:"fleet_password,omitempty"`
 	PID          int       `json:"pid"`
 	StartedAt    time.Time `json:"started_at"`
 }

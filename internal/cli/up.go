@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,7 +16,10 @@ import (
 	"syscall"
 	"time"
 
+	fleetsim "github.com/rideshare-platform/rideshare/internal/fleet"
+	"github.com/rideshare-platform/rideshare/internal/geo"
 	"github.com/rideshare-platform/rideshare/internal/supervisor"
+	"github.com/rideshare-platform/rideshare/internal/telemetry"
 )
 
 // operatorClientID is the client-credentials client `up` provisions for
@@ -37,7 +41,7 @@ func runUp(ctx context.Context, env Env, args []string) error {
 			"A process that dies is restarted. Ctrl-C stops everything.")
 	listen := fs.String("listen", "127.0.0.1:8080", "public address of the gateway (port 0 picks a free one)")
 	data := fs.String("data", ".rideshare", "data folder: databases, broker store, logs, "+StateFile)
-	fleet := fs.Int("fleet", 30, "simulated drivers to run (0: none); the simulator arrives with the ride saga")
+	fleet := fs.Int("fleet", 30, "simulated drivers that roam the demo city and take rides (0: none)")
 	if err := parse(fs, env, args); err != nil {
 		return err
 	}
@@ -68,6 +72,10 @@ func runUp(ctx context.Context, env Env, args []string) error {
 	if secret == "" {
 		secret = randomSecret()
 	}
+	fleetPassword := prev.FleetPassword
+	if fleetPassword == "" {
+		fleetPassword = randomSecret()[:24]
+	}
 
 	plan, err := planPlatform(env, exe, dir, *listen, secret)
 	if err != nil {
@@ -89,7 +97,7 @@ func runUp(ctx context.Context, env Env, args []string) error {
 	took := time.Since(start)
 	state := State{
 		GatewayURL: plan.publicURL, NATSURL: plan.natsURL, Services: plan.services,
-		ClientID: operatorClientID, ClientSecret: secret,
+		ClientID: operatorClientID, ClientSecret: secret, FleetPassword: fleetPassword,
 		PID: os.Getpid(), StartedAt: time.Now().UTC(),
 	}
 	if err := writeState(dir, state); err != nil {
@@ -98,8 +106,32 @@ func runUp(ctx context.Context, env Env, args []string) error {
 	}
 	printBanner(env, state, dir, took)
 
+	fleetDone := make(chan struct{})
+	if *fleet > 0 {
+		logFile, err := os.OpenFile(filepath.Join(dir, "logs", "fleet.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			_ = sup.Stop()
+			return err
+		}
+		defer logFile.Close()
+		f := fleetsim.New(fleetsim.Config{
+			Gateway: state.GatewayURL, Drivers: *fleet, Password: fleetPassword, Area: geo.SanFrancisco,
+			Seed: time.Now().UnixNano(), Logger: telemetry.NewLogger(logFile, "fleet", slog.LevelInfo),
+		})
+		fmt.Fprintf(env.Stdout, "up: %d simulated drivers are going online (log: %s)\n", *fleet, logFile.Name())
+		go func() {
+			defer close(fleetDone)
+			if err := f.Run(ctx); err != nil {
+				fmt.Fprintf(env.Stdout, "up: fleet: %v\n", err)
+			}
+		}()
+	} else {
+		close(fleetDone)
+	}
+
 	<-ctx.Done()
 	fmt.Fprintf(env.Stdout, "up: stopping\n")
+	<-fleetDone // the drivers go offline while the services still answer
 	err = sup.Stop()
 	fmt.Fprintf(env.Stdout, "up: stopped\n")
 	return err

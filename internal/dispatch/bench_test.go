@@ -1,0 +1,116 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
+	dispatchv1 "github.com/rideshare-platform/rideshare/api/dispatch/v1"
+	"github.com/rideshare-platform/rideshare/api/dispatch/v1/dispatchv1connect"
+	"github.com/rideshare-platform/rideshare/internal/geo"
+	"github.com/rideshare-platform/rideshare/internal/platform"
+)
+
+// benchFleet is a service with n online drivers spread over the city.
+func benchFleet(b *testing.B, n int) (*env, []string) {
+	e := newEnv(b)
+	e.d.now = time.Now // pings stamped "now" must be newer than the last
+	r := rand.New(rand.NewPCG(3, 4))
+	ids := make([]string, n)
+	start := e.d.clock().Add(-time.Minute)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("driver-%05d", i)
+		e.d.fleet.setOnline(ids[i], true, start)
+		e.d.fleet.locate(ids[i], randomIn(r, geo.SanFrancisco), start, true)
+	}
+	return e, ids
+}
+
+// BenchmarkUpdateLocation is a ping through the RPC handler (validation,
+// authorization, the fleet and its index), 10k drivers online.
+func BenchmarkUpdateLocation(b *testing.B) {
+	e, ids := benchFleet(b, 10_000)
+	r := rand.New(rand.NewPCG(5, 6))
+	reqs := make([]*connect.Request[dispatchv1.UpdateLocationRequest], 1024)
+	for i := range reqs {
+		reqs[i] = connect.NewRequest(&dispatchv1.UpdateLocationRequest{
+			Caller: &authv1.Caller{UserId: ids[r.IntN(len(ids))], Role: authv1.Role_ROLE_DRIVER}, Location: randomIn(r, geo.SanFrancisco).Proto(),
+		})
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := e.h.UpdateLocation(ctx, reqs[i%len(reqs)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUpdateLocationHTTP is the same ping over HTTP with the
+// platform's handler interceptors, as a peer would send it.
+func BenchmarkUpdateLocationHTTP(b *testing.B) {
+	e, ids := benchFleet(b, 10_000)
+	mux := http.NewServeMux()
+	mux.Handle(dispatchv1connect.NewDispatchServiceHandler(e.h, platform.Deps{}.HandlerOptions()...))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	client := dispatchv1connect.NewDispatchServiceClient(srv.Client(), srv.URL)
+	r := rand.New(rand.NewPCG(5, 6))
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		req := connect.NewRequest(&dispatchv1.UpdateLocationRequest{
+			Caller:     &authv1.Caller{UserId: ids[r.IntN(len(ids))], Role: authv1.Role_ROLE_DRIVER},
+			Location:   randomIn(r, geo.SanFrancisco).Proto(),
+			RecordedAt: timestamppb.Now(),
+		})
+		if _, err := client.UpdateLocation(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNearestFree is the matching query: the 8 nearest free drivers
+// out of 10k, a tenth of them busy.
+func BenchmarkNearestFree(b *testing.B) {
+	e, ids := benchFleet(b, 10_000)
+	for i := 0; i < len(ids); i += 10 {
+		e.d.fleet.setBusy(ids[i], true, e.d.clock())
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	qs := make([]geo.Point, 1024)
+	for i := range qs {
+		qs[i] = randomIn(r, geo.SanFrancisco)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if got := e.d.fleet.nearestFree(qs[i%len(qs)], candidatesPerRound, nil); len(got) != candidatesPerRound {
+			b.Fatalf("%d found", len(got))
+		}
+	}
+}
+
+// BenchmarkNearestBruteForce is the full scan the grid replaces, for
+// comparison.
+func BenchmarkNearestBruteForce(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	points := map[string]geo.Point{}
+	for i := range 10_000 {
+		points[fmt.Sprintf("driver-%05d", i)] = randomIn(r, geo.SanFrancisco)
+	}
+	q := randomIn(r, geo.SanFrancisco)
+	for b.Loop() {
+		bruteNearest(points, q, candidatesPerRound, nil)
+	}
+}
