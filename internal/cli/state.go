@@ -21,13 +21,13 @@ type State struct {
 	Services   map[string]string `json:"services"`
 	// ClientID and ClientSecret are the operator's client-credentials
 	// client; kept across runs so scripts keep working.
-	ClientID     string    `json:"client_id"`
-	ClientSecret string    `json:"client_secret"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
 	// FleetPassword is the simulated drivers' password, kept so a new run
 	// logs in to the accounts the last one created.
-	FleetPassword string `json:"fleet_password,omitempty"`
-	PID          int       `json:"pid"`
-	StartedAt    time.Time `json:"started_at"`
+	FleetPassword string    `json:"fleet_password,omitempty"`
+	PID           int       `json:"pid"`
+	StartedAt     time.Time `json:"started_at"`
 }
 
 // ReadState reads the state in the data folder dir.
