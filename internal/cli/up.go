@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +41,8 @@ func runUp(ctx context.Context, env Env, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "public address of the gateway (port 0 picks a free one)")
 	data := fs.String("data", ".rideshare", "data folder: databases, broker store, logs, "+StateFile)
 	fleet := fs.Int("fleet", 30, "simulated drivers that roam the demo city and take rides (0: none)")
+	settings := peerList{}
+	fs.Var(settings, "set", "KEY=VALUE service setting passed to every service, e.g. payments.decline_rate=0.1 or\ndispatch.offer_ttl=10s; repeatable (see each service's settings in the README)")
 	if err := parse(fs, env, args); err != nil {
 		return err
 	}
@@ -77,7 +78,7 @@ func runUp(ctx context.Context, env Env, args []string) error {
 		fleetPassword = randomSecret()[:24]
 	}
 
-	plan, err := planPlatform(env, exe, dir, *listen, secret)
+	plan, err := planPlatform(env, exe, dir, *listen, secret, settings)
 	if err != nil {
 		return err
 	}
@@ -146,7 +147,7 @@ type platformPlan struct {
 
 // planPlatform opens every service's socket now, so every address is known
 // before anything starts and each process keeps its port across restarts.
-func planPlatform(env Env, exe, dir, listen, secret string) (p platformPlan, err error) {
+func planPlatform(env Env, exe, dir, listen, secret string, settings peerList) (p platformPlan, err error) {
 	var opened []*net.TCPListener
 	defer func() {
 		if err != nil {
@@ -198,20 +199,19 @@ func planPlatform(env Env, exe, dir, listen, secret string) (p platformPlan, err
 		lns[s.Name] = l
 		p.services[s.Name] = "http://" + l.Addr().String()
 	}
-	var peers []string
-	for name, u := range p.services {
-		peers = append(peers, name+"="+u)
-	}
-	sort.Strings(peers)
+	peers := peerList(p.services).String()
 	for _, s := range env.Services {
 		group := groupServices
 		if s.Name == "gateway" {
 			group = groupGateway
 		}
 		args := []string{"serve", s.Name, "--listen", "fd:3", "--nats", p.natsURL,
-			"--public-url", p.publicURL, "--dev", "--peer", strings.Join(peers, ",")}
+			"--public-url", p.publicURL, "--dev", "--peer", peers}
 		if s.Database {
 			args = append(args, "--db", filepath.Join(dir, s.Name+".db"))
+		}
+		if len(settings) > 0 {
+			args = append(args, "--set", settings.String())
 		}
 		p.specs = append(p.specs, supervisor.Spec{
 			Name: s.Name, Path: exe, Args: args, Group: group, Listener: lns[s.Name],

@@ -87,3 +87,14 @@ func (g *Gateway) offers(w http.ResponseWriter, r *http.Request, c *authv1.Calle
 		Items []offerJSON `json:"items"`
 	}{items})
 }
+
+// decline turns down an offer; dispatch passes the ride to the next nearest
+// driver. Offers belong to dispatch, so this is the one trip route that does
+// not go through rides.
+func (g *Gateway) decline(w http.ResponseWriter, r *http.Request, c *authv1.Caller) error {
+	if _, err := g.dispatch.RespondToOffer(r.Context(), connect.NewRequest(&dispatchv1.RespondToOfferRequest{Caller: c, RideId: r.PathValue("id"), Accept: false})); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

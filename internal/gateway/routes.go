@@ -68,6 +68,7 @@ func (g *Gateway) routes() []route {
 		{method: "POST", path: "/v1/rides/{id}/cancel", roles: ridersDriver, handle: g.cancelRide, statuses: []int{200, 400, 401, 403, 404, 409, 413}},
 		{method: "GET", path: "/v1/rides/{id}/events", roles: ridersDriver, timeout: streamTimeout, handle: g.rideEvents, statuses: []int{200, 401, 403, 404}},
 		{method: "POST", path: "/v1/rides/{id}/accept", roles: drivers, handle: g.tripStep(accept), statuses: tripStepStatuses},
+		{method: "POST", path: "/v1/rides/{id}/decline", roles: drivers, handle: g.decline, statuses: []int{204, 401, 403, 404, 409}},
 		{method: "POST", path: "/v1/rides/{id}/arrive", roles: drivers, handle: g.tripStep(arrive), statuses: tripStepStatuses},
 		{method: "POST", path: "/v1/rides/{id}/start", roles: drivers, handle: g.tripStep(start), statuses: tripStepStatuses},
 		{method: "POST", path: "/v1/rides/{id}/complete", roles: drivers, handle: g.tripStep(complete), statuses: tripStepStatuses},
