@@ -87,7 +87,7 @@ type DispatchServiceClient interface {
 	CancelSearch(context.Context, *connect.Request[v1.CancelSearchRequest]) (*connect.Response[v1.CancelSearchResponse], error)
 	// RespondToOffer is the calling driver accepting or declining an offer.
 	// Accepting books the driver for the ride (emits DriverAssigned);
-	// unprocessable (code offer_expired) if the offer expired, was withdrawn
+	// a conflict (code offer_expired) if the offer expired, was withdrawn
 	// or went to another driver. Naturally idempotent: repeating an answer
 	// already given returns the same result. Driver only (rides.AcceptRide
 	// forwards the driver's caller).
@@ -259,7 +259,7 @@ type DispatchServiceHandler interface {
 	CancelSearch(context.Context, *connect.Request[v1.CancelSearchRequest]) (*connect.Response[v1.CancelSearchResponse], error)
 	// RespondToOffer is the calling driver accepting or declining an offer.
 	// Accepting books the driver for the ride (emits DriverAssigned);
-	// unprocessable (code offer_expired) if the offer expired, was withdrawn
+	// a conflict (code offer_expired) if the offer expired, was withdrawn
 	// or went to another driver. Naturally idempotent: repeating an answer
 	// already given returns the same result. Driver only (rides.AcceptRide
 	// forwards the driver's caller).
