@@ -22,6 +22,20 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestOutermostClassificationWins: a handler that reclassifies a downstream
+// RPC error is heard as it said, not as the downstream did.
+func TestOutermostClassificationWins(t *testing.T) {
+	downstream := ToConnect(E(NotFound, "", "no such zone"))
+	got := As(ToConnect(Wrap(As(downstream), Unavailable, "surge_unavailable", "surge is unavailable")))
+	if got.Kind != Unavailable || got.Code != "surge_unavailable" {
+		t.Fatalf("came back as %s/%s", got.Kind, got.Code)
+	}
+	// A bare RPC error passes through with its own kind and code.
+	if got := As(ToConnect(fmt.Errorf("calling: %w", downstream))); got.Kind != NotFound {
+		t.Fatalf("bare RPC error came back as %s", got.Kind)
+	}
+}
+
 func TestContextErrors(t *testing.T) {
 	if k := KindOf(context.DeadlineExceeded); k != Timeout {
 		t.Errorf("deadline: %s", k)

@@ -11,18 +11,16 @@ import (
 // the RPC code itself (the table gives each kind its own).
 const codeHeader = "Rideshare-Error-Code"
 
-// ToConnect turns err into an RPC error that FromConnect restores exactly.
-// Internal causes stay on this side of the wire.
+// ToConnect turns err into an RPC error that the client side restores
+// exactly. The outermost classification wins: a handler that wraps a
+// downstream failure as, say, Unavailable is heard as Unavailable, whatever
+// the downstream said. Internal causes stay on this side of the wire.
 func ToConnect(err error) error {
 	if err == nil {
 		return nil
 	}
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return ce
-	}
 	e := As(err)
-	ce = connect.NewError(kindInfo[e.Kind].rpc, errors.New(e.Message))
+	ce := connect.NewError(kindInfo[e.Kind].rpc, errors.New(e.Message))
 	ce.Meta().Set(codeHeader, e.Code)
 	return ce
 }
