@@ -49,7 +49,8 @@ type runningPlatform struct {
 
 // startPlatform runs `rideshare up` on a free port with its data in dir, as
 // a user would, and waits until the gateway says every service is ready.
-func startPlatform(t *testing.T, dir string) *runningPlatform {
+// extra are further flags for up, such as --set.
+func startPlatform(t *testing.T, dir string, extra ...string) *runningPlatform {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots the whole platform; skipped with -short")
@@ -63,8 +64,8 @@ func startPlatform(t *testing.T, dir string) *runningPlatform {
 		client: &http.Client{Timeout: 15 * time.Second}}
 	start := time.Now()
 	go func() {
-		p.done <- run(ctx, []string{"up", "--listen", "127.0.0.1:0", "--data", dir, "--fleet", "0"},
-			os.Getenv, nil, p.out, p.out)
+		args := append([]string{"up", "--listen", "127.0.0.1:0", "--data", dir, "--fleet", "0"}, extra...)
+		p.done <- run(ctx, args, os.Getenv, nil, p.out, p.out)
 	}()
 	t.Cleanup(func() { p.shutdown() })
 	testenv.Eventually(t, 60*time.Second, func() bool {

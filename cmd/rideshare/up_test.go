@@ -135,10 +135,29 @@ func TestUp(t *testing.T) {
 		if r := p.do("GET", "/v1/drivers/me/offers", good, nil); r.status != http.StatusForbidden {
 			t.Errorf("rider on a driver route: %d %s, want 403", r.status, r.body)
 		}
-		// Routes whose domain lands with the ride saga say so, after auth.
-		trip := `{"pickup":{"lat":37.7955,"lng":-122.3937},"dropoff":{"lat":37.7544,"lng":-122.4477}}`
-		if r := p.do("POST", "/v1/fares/estimate", good, trip); r.status != http.StatusNotImplemented {
-			t.Errorf("fare estimate: %d %s, want 501 for now", r.status, r.body)
+		// Coordinates: not a coordinate is 400, a real place outside the
+		// service area is 422, on every route that takes points.
+		for _, c := range []struct {
+			body   string
+			status int
+			code   string
+		}{
+			{`{"pickup":{"lat":91,"lng":0},"dropoff":{"lat":37.75,"lng":-122.44}}`, 400, "invalid_argument"},
+			{`{"pickup":{"lat":37.79,"lng":-122.39}}`, 400, "invalid_argument"},
+			{`{"pickup":{"lat":40.71,"lng":-74.0},"dropoff":{"lat":37.75,"lng":-122.44}}`, 422, "outside_service_area"},
+		} {
+			for _, path := range []string{"/v1/fares/estimate", "/v1/rides"} {
+				r := p.do("POST", path, good, c.body, "Idempotency-Key", "coords-"+c.code+path)
+				if r.status != c.status || r.json(t)["code"] != c.code {
+					t.Errorf("POST %s %s: %d %s, want %d %s", path, c.body, r.status, r.body, c.status, c.code)
+				}
+			}
+		}
+		if r := p.do("POST", "/v1/rides", good, `{"pickup":{"lat":37.79,"lng":-122.39},"dropoff":{"lat":37.75,"lng":-122.44}}`); r.status != 400 || r.json(t)["code"] != "idempotency_key_required" {
+			t.Errorf("ride without Idempotency-Key: %d %s", r.status, r.body)
+		}
+		if r := p.do("GET", "/v1/rides", good, nil); r.status != 200 || !strings.Contains(string(r.body), `"items":[]`) {
+			t.Errorf("a new rider's rides: %d %s", r.status, r.body)
 		}
 	})
 
