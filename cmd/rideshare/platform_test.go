@@ -190,10 +190,20 @@ func (r response) json(t *testing.T) map[string]any {
 	return m
 }
 
-// do sends a request to the gateway. body may be a string (sent as is),
-// url.Values (a form) or anything else (JSON-encoded).
+// do sends a request to the gateway and fails the test if it cannot. body
+// may be a string (sent as is), url.Values (a form) or anything else
+// (JSON-encoded).
 func (p *runningPlatform) do(method, path, token string, body any, header ...string) response {
 	p.t.Helper()
+	r, err := p.tryDo(method, path, token, body, header...)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return r
+}
+
+// tryDo is do for callers that expect the platform to be briefly away.
+func (p *runningPlatform) tryDo(method, path, token string, body any, header ...string) (response, error) {
 	var rd io.Reader
 	ct := ""
 	switch b := body.(type) {
@@ -205,13 +215,13 @@ func (p *runningPlatform) do(method, path, token string, body any, header ...str
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			p.t.Fatal(err)
+			return response{}, err
 		}
 		rd, ct = bytes.NewReader(j), "application/json"
 	}
 	req, err := http.NewRequest(method, p.state.GatewayURL+path, rd)
 	if err != nil {
-		p.t.Fatal(err)
+		return response{}, err
 	}
 	if ct != "" {
 		req.Header.Set("Content-Type", ct)
@@ -224,11 +234,11 @@ func (p *runningPlatform) do(method, path, token string, body any, header ...str
 	}
 	res, err := p.client.Do(req)
 	if err != nil {
-		p.t.Fatalf("%s %s: %v", method, path, err)
+		return response{}, err
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return response{status: res.StatusCode, header: res.Header, body: b}
+	b, err := io.ReadAll(res.Body)
+	return response{status: res.StatusCode, header: res.Header, body: b}, err
 }
 
 // signup creates an account and returns its id.
