@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 
 // runningPlatform is a running `rideshare up` in a test.
 type runningPlatform struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	state  cli.State
 	stop   context.CancelFunc
@@ -50,7 +50,7 @@ type runningPlatform struct {
 // startPlatform runs `rideshare up` on a free port with its data in dir, as
 // a user would, and waits until the gateway says every service is ready.
 // extra are further flags for up, such as --set.
-func startPlatform(t *testing.T, dir string, extra ...string) *runningPlatform {
+func startPlatform(t testing.TB, dir string, extra ...string) *runningPlatform {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots the whole platform; skipped with -short")
@@ -113,7 +113,7 @@ func (p *runningPlatform) shutdown() int {
 }
 
 // childPIDs lists this test process's live child processes (up's children).
-func childPIDs(t *testing.T) map[int]string {
+func childPIDs(t testing.TB) map[int]string {
 	t.Helper()
 	me := os.Getpid()
 	out := map[int]string{}
@@ -181,7 +181,7 @@ type response struct {
 	body   []byte
 }
 
-func (r response) json(t *testing.T) map[string]any {
+func (r response) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
