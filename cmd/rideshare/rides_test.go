@@ -205,6 +205,18 @@ func TestRides(t *testing.T) {
 		if rc["amount"] != fare["amount"] || rc["currency"] != fare["currency"] || rc["captured_at"] == nil {
 			t.Fatalf("receipt %v for fare %v", rc, fare)
 		}
+		if r := rider.do("POST", "/v1/rides/"+id+"/rating", map[string]any{"stars": 5}); r.status != http.StatusNoContent {
+			t.Fatalf("rider rates: %d %s", r.status, r.body)
+		}
+		if r := rider.do("POST", "/v1/rides/"+id+"/rating", map[string]any{"stars": 2}); r.status != http.StatusConflict || r.json(t)["code"] != "already_rated" {
+			t.Fatalf("rating twice with other stars: %d %s", r.status, r.body)
+		}
+		if r := driver.do("POST", "/v1/rides/"+id+"/rating", map[string]any{"stars": 4}); r.status != http.StatusNoContent {
+			t.Fatalf("driver rates: %d %s", r.status, r.body)
+		}
+		if me := driver.do("GET", "/v1/me", nil).json(t); me["rating"] != 5.0 || me["rating_count"] != 1.0 {
+			t.Fatalf("driver's rating after one 5-star ride: %v", me)
+		}
 		got := strings.Join(rider.statusEvents(id), ",")
 		for _, s := range []string{"driver_assigned", "driver_arrived", "in_progress", "completed"} {
 			if !strings.Contains(got, s) {

@@ -13,6 +13,7 @@ import (
 	moneyv1 "github.com/rideshare-platform/rideshare/api/money/v1"
 	pricingv1 "github.com/rideshare-platform/rideshare/api/pricing/v1"
 	ridesv1 "github.com/rideshare-platform/rideshare/api/rides/v1"
+	usersv1 "github.com/rideshare-platform/rideshare/api/users/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
 )
 
@@ -277,4 +278,23 @@ func (g *Gateway) receipt(w http.ResponseWriter, r *http.Request, c *authv1.Call
 	}{rc.GetRideId(), rc.GetAmount().GetAmount(), rc.GetAmount().GetCurrency(),
 		strings.ToLower(strings.TrimPrefix(rc.GetStatus().String(), "RECEIPT_STATUS_")),
 		optTime(rc.GetCapturedAt().AsTime(), rc.GetCapturedAt() != nil)})
+}
+
+// rate gives the other party of a completed ride 1 to 5 stars; users owns
+// ratings and asks rides who the parties are.
+func (g *Gateway) rate(w http.ResponseWriter, r *http.Request, c *authv1.Caller) error {
+	var in struct {
+		Stars *int32 `json:"stars"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if in.Stars == nil {
+		return apperr.E(apperr.Invalid, "", "stars (1 to 5) is required")
+	}
+	if _, err := g.users.RateUser(r.Context(), connect.NewRequest(&usersv1.RateUserRequest{Caller: c, RideId: r.PathValue("id"), Stars: *in.Stars})); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

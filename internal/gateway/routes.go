@@ -72,6 +72,7 @@ func (g *Gateway) routes() []route {
 		{method: "POST", path: "/v1/rides/{id}/arrive", roles: drivers, handle: g.tripStep(arrive), statuses: tripStepStatuses},
 		{method: "POST", path: "/v1/rides/{id}/start", roles: drivers, handle: g.tripStep(start), statuses: tripStepStatuses},
 		{method: "POST", path: "/v1/rides/{id}/complete", roles: drivers, handle: g.tripStep(complete), statuses: tripStepStatuses},
+		{method: "POST", path: "/v1/rides/{id}/rating", roles: ridersDriver, handle: g.rate, statuses: []int{204, 400, 401, 403, 404, 409, 413}},
 		{method: "GET", path: "/v1/rides/{id}/receipt", roles: receiptViews, handle: g.receipt, statuses: []int{200, 401, 403, 404}},
 		{method: "PUT", path: "/v1/drivers/me/availability", roles: drivers, handle: g.availability, statuses: []int{200, 400, 401, 403, 413, 422}},
 		{method: "POST", path: "/v1/drivers/me/location", roles: drivers, handle: g.location, statuses: []int{204, 400, 401, 403, 413, 422}},

@@ -8,16 +8,13 @@ import (
 
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	usersv1 "github.com/rideshare-platform/rideshare/api/users/v1"
-	"github.com/rideshare-platform/rideshare/api/users/v1/usersv1connect"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
 )
 
-// handler serves UsersService. RateUser needs completed rides to check
-// against, which arrive with the ride saga; until then the embedded
-// Unimplemented handler answers it.
+// handler serves UsersService.
 type handler struct {
-	usersv1connect.UnimplementedUsersServiceHandler
 	store *store
+	rides rideLookup
 }
 
 func (h *handler) CreateProfile(ctx context.Context, req *connect.Request[usersv1.CreateProfileRequest]) (*connect.Response[usersv1.CreateProfileResponse], error) {

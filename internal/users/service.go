@@ -7,6 +7,7 @@ import (
 
 	eventsv1 "github.com/rideshare-platform/rideshare/api/events/v1"
 	identityv1 "github.com/rideshare-platform/rideshare/api/identity/v1"
+	"github.com/rideshare-platform/rideshare/api/rides/v1/ridesv1connect"
 	"github.com/rideshare-platform/rideshare/api/users/v1/usersv1connect"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
 	"github.com/rideshare-platform/rideshare/internal/outbox"
@@ -23,11 +24,19 @@ var Service = platform.Service{
 	Summary:    "rider and driver profiles, vehicles, ratings",
 	Database:   true,
 	Migrations: sqldb.Sub(migrations, "migrations"),
+	Calls:      []string{"rides"},
 	New:        newService,
 }
 
 func newService(_ context.Context, d platform.Deps) (*platform.Component, error) {
-	h := &handler{store: &store{db: d.DB, outbox: d.Outbox}}
+	ridesURL, err := d.Peer("rides")
+	if err != nil {
+		return nil, err
+	}
+	h := &handler{
+		store: &store{db: d.DB, outbox: d.Outbox},
+		rides: ridesRPC{ridesv1connect.NewRidesServiceClient(d.HTTP, ridesURL, d.ClientOptions()...)},
+	}
 	mux := http.NewServeMux()
 	mux.Handle(usersv1connect.NewUsersServiceHandler(h, d.HandlerOptions()...))
 	comp := &platform.Component{Handler: mux}

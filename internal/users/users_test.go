@@ -10,6 +10,7 @@ import (
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	eventsv1 "github.com/rideshare-platform/rideshare/api/events/v1"
 	identityv1 "github.com/rideshare-platform/rideshare/api/identity/v1"
+	ridesv1 "github.com/rideshare-platform/rideshare/api/rides/v1"
 	usersv1 "github.com/rideshare-platform/rideshare/api/users/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
 	"github.com/rideshare-platform/rideshare/internal/outbox"
@@ -101,6 +102,66 @@ func TestGetProfileOwnerOnly(t *testing.T) {
 		_, err := h.GetProfile(ctx, connect.NewRequest(&usersv1.GetProfileRequest{Caller: c.caller, UserId: c.userID}))
 		if c.ok != (err == nil) || (!c.ok && !apperr.Is(err, apperr.NotFound)) {
 			t.Errorf("caller %v reading %q: %v (want ok=%v, refusals are NotFound)", c.caller, c.userID, err, c.ok)
+		}
+	}
+}
+
+// fakeRides answers GetRide the way rides does: the ride to its rider and
+// driver, NotFound to anyone else.
+type fakeRides map[string]*ridesv1.Ride
+
+func (f fakeRides) GetRide(_ context.Context, c *authv1.Caller, id string) (*ridesv1.Ride, error) {
+	r, ok := f[id]
+	if !ok || (c.GetUserId() != r.GetRiderId() && c.GetUserId() != r.GetDriverId()) {
+		return nil, apperr.E(apperr.NotFound, "", "ride not found")
+	}
+	return r, nil
+}
+
+func TestRateUser(t *testing.T) {
+	ctx := context.Background()
+	h, _ := newHandler(t)
+	for _, p := range []*usersv1.CreateProfileRequest{
+		{Caller: service, AccountId: "rider", Role: authv1.Role_ROLE_RIDER, Name: "R"},
+		{Caller: service, AccountId: "driver", Role: authv1.Role_ROLE_DRIVER, Name: "D", Vehicle: &usersv1.Vehicle{Plate: "P1"}},
+	} {
+		if _, err := h.CreateProfile(ctx, connect.NewRequest(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.rides = fakeRides{
+		"done":    {Id: "done", Status: ridesv1.RideStatus_RIDE_STATUS_COMPLETED, RiderId: "rider", DriverId: "driver"},
+		"ongoing": {Id: "ongoing", Status: ridesv1.RideStatus_RIDE_STATUS_IN_PROGRESS, RiderId: "rider", DriverId: "driver"},
+	}
+	riderC := &authv1.Caller{UserId: "rider", Role: authv1.Role_ROLE_RIDER}
+	driverC := &authv1.Caller{UserId: "driver", Role: authv1.Role_ROLE_DRIVER}
+	cases := []struct {
+		name   string
+		caller *authv1.Caller
+		ride   string
+		user   string
+		stars  int32
+		code   string // "" means accepted
+	}{
+		{"rider rates driver", riderC, "done", "", 5, ""},
+		{"same again is a no-op", riderC, "done", "driver", 5, ""},
+		{"other stars conflict", riderC, "done", "", 3, "already_rated"},
+		{"driver rates rider", driverC, "done", "rider", 4, ""},
+		{"not completed", riderC, "ongoing", "", 5, "ride_not_completed"},
+		{"not a party", &authv1.Caller{UserId: "x", Role: authv1.Role_ROLE_RIDER}, "done", "", 5, "not_found"},
+		{"wrong other party", driverC, "done", "driver", 4, "invalid_argument"},
+		{"six stars", riderC, "done", "", 6, "invalid_argument"},
+	}
+	for _, c := range cases {
+		_, err := h.RateUser(ctx, connect.NewRequest(&usersv1.RateUserRequest{Caller: c.caller, RideId: c.ride, UserId: c.user, Stars: c.stars}))
+		if (c.code == "" && err != nil) || (c.code != "" && apperr.CodeOf(err) != c.code) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.code)
+		}
+	}
+	for id, want := range map[string][2]float64{"driver": {5, 1}, "rider": {4, 1}} {
+		p, err := h.store.get(ctx, id)
+		if err != nil || p.Rating() != want[0] || float64(p.RatingCount) != want[1] {
+			t.Errorf("%s: rating %v over %d (%v), want %v over %v", id, p.Rating(), p.RatingCount, err, want[0], want[1])
 		}
 	}
 }
