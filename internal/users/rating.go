@@ -95,4 +95,3 @@ func (r ridesRPC) GetRide(ctx context.Context, caller *authv1.Caller, rideID str
 	}
 	return res.Msg.GetRide(), nil
 }
-
