@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,31 +70,45 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 		defer comp.Close()
 	}
 
-	var streamsReady atomic.Bool
+	// The service's workers (event consumers above all) bind to streams, so
+	// they start once the streams are ensured; until then the process is
+	// not ready.
+	streamsEnsured := make(chan struct{})
 	workers := comp.Workers
-	if d.JS != nil {
-		workers = append([]Worker{{Name: "streams", Run: func(ctx context.Context) error {
-			if err := broker.EnsureStreams(ctx, d.JS, cfg.StreamReplicas); err != nil {
-				return err
-			}
-			streamsReady.Store(true)
-			<-ctx.Done()
-			return nil
-		}}}, workers...)
-		if d.Outbox != nil {
-			workers = append(workers, Worker{Name: "outbox-relay", Run: func(ctx context.Context) error {
-				return d.Outbox.Relay(ctx, d.JS)
-			}})
-		}
+	if d.Outbox != nil && d.JS != nil {
+		workers = append(workers, Worker{Name: "outbox-relay", Run: func(ctx context.Context) error {
+			return d.Outbox.Relay(ctx, d.JS)
+		}})
+	}
+	if d.JS == nil {
+		close(streamsEnsured)
 	}
 
 	wctx, stopWorkers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	if d.JS != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runWorker(wctx, log, Worker{Name: "streams", Run: func(ctx context.Context) error {
+				if err := broker.EnsureStreams(ctx, d.JS, cfg.StreamReplicas); err != nil {
+					return err
+				}
+				close(streamsEnsured)
+				<-ctx.Done()
+				return nil
+			}})
+		}()
+	}
 	for _, w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			runWorker(wctx, log, w)
+			select {
+			case <-streamsEnsured:
+				runWorker(wctx, log, w)
+			case <-wctx.Done():
+			}
 		}()
 	}
 
@@ -109,7 +122,9 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 			if d.NATS.Status() != nats.CONNECTED {
 				return errors.New("broker not connected")
 			}
-			if !streamsReady.Load() {
+			select {
+			case <-streamsEnsured:
+			default:
 				return errors.New("broker streams not yet ensured")
 			}
 		}

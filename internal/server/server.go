@@ -71,6 +71,8 @@ type Config struct {
 	Logger   *slog.Logger
 	// MaxBody overrides DefaultMaxBody.
 	MaxBody int64
+	// WriteTimeout overrides WriteTimeout (tests use a short one).
+	WriteTimeout time.Duration
 }
 
 // Serve serves on ln until ctx ends, then shuts down gracefully: it stops
@@ -114,12 +116,17 @@ func Serve(ctx context.Context, ln net.Listener, c Config) error {
 		h = telemetry.NewHTTPMetrics(c.Registry).Wrap(h)
 	}
 	h = telemetry.RequestIDs(h)
+	h = streamsUnbounded(h)
 
+	writeTimeout := c.WriteTimeout
+	if writeTimeout <= 0 {
+		writeTimeout = WriteTimeout
+	}
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       ReadTimeout,
-		WriteTimeout:      WriteTimeout,
+		WriteTimeout:      writeTimeout,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -146,6 +153,19 @@ func Serve(ctx context.Context, ln net.Listener, c Config) error {
 		err = errors.Join(err, serr)
 	}
 	return err
+}
+
+// streamsUnbounded lifts the write timeout for streaming RPCs (Connect
+// streaming and gRPC): a notification stream lives as long as its caller
+// wants, and the caller's deadline, which the RPC carries, is what bounds it.
+func streamsUnbounded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ct := r.Header.Get("Content-Type")
+		if strings.HasPrefix(ct, "application/connect+") || strings.HasPrefix(ct, "application/grpc") {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func writeStatus(w http.ResponseWriter, code int, status, detail string) {
