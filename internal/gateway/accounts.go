@@ -8,6 +8,7 @@ import (
 	identityv1 "github.com/rideshare-platform/rideshare/api/identity/v1"
 	usersv1 "github.com/rideshare-platform/rideshare/api/users/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/auth"
 
 	"connectrpc.com/connect"
 )
@@ -51,7 +52,7 @@ func (g *Gateway) signup(w http.ResponseWriter, r *http.Request, _ *authv1.Calle
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	role := roleOf(in.Role)
+	role := auth.RoleOf(in.Role)
 	if role != authv1.Role_ROLE_RIDER && role != authv1.Role_ROLE_DRIVER {
 		return apperr.E(apperr.Invalid, "", `role must be "rider" or "driver"`)
 	}
@@ -72,7 +73,7 @@ func (g *Gateway) signup(w http.ResponseWriter, r *http.Request, _ *authv1.Calle
 		return err
 	}
 	a := acc.Msg.GetAccount()
-	out := profileJSON{ID: a.GetId(), Role: roleName(a.GetRole()), Name: a.GetName(), Email: a.GetEmail(),
+	out := profileJSON{ID: a.GetId(), Role: auth.RoleName(a.GetRole()), Name: a.GetName(), Email: a.GetEmail(),
 		Vehicle: in.Vehicle, CreatedAt: a.GetCreatedAt().AsTime()}
 	prof, err := g.users.CreateProfile(r.Context(), connect.NewRequest(&usersv1.CreateProfileRequest{
 		Caller: gatewayCaller, AccountId: a.GetId(), Role: a.GetRole(), Name: a.GetName(), Email: a.GetEmail(), Vehicle: vehicle,
@@ -97,7 +98,7 @@ func (g *Gateway) me(w http.ResponseWriter, r *http.Request, c *authv1.Caller) e
 
 func profileFromProto(p *usersv1.Profile) profileJSON {
 	out := profileJSON{
-		ID: p.GetUserId(), Role: roleName(p.GetRole()), Name: p.GetName(), Email: p.GetEmail(),
+		ID: p.GetUserId(), Role: auth.RoleName(p.GetRole()), Name: p.GetName(), Email: p.GetEmail(),
 		Rating: p.GetRating(), RatingCount: p.GetRatingCount(), CreatedAt: p.GetCreatedAt().AsTime(),
 	}
 	if v := p.GetVehicle(); v != nil {

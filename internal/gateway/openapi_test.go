@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/rideshare-platform/rideshare/internal/auth"
 )
 
 // TestOpenAPIMatchesRoutes holds the published document and the route table
@@ -57,7 +59,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 		var roles []string
 		for _, r := range rt.roles {
-			roles = append(roles, roleName(r))
+			roles = append(roles, auth.RoleName(r))
 		}
 		if !slices.Equal(op.Roles, roles) {
 			t.Errorf("%s: documented roles %v, route allows %v", key, op.Roles, roles)

@@ -14,6 +14,7 @@ import (
 
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/auth"
 )
 
 // route is one public endpoint. The table below is the single source of
@@ -119,14 +120,14 @@ func (g *Gateway) endpoint(rt route) http.Handler {
 		r = r.WithContext(ctx)
 		var caller *authv1.Caller
 		if rt.roles != nil {
-			c, err := g.auth.caller(r)
+			c, err := g.auth.Caller(r)
 			if err != nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="rideshare"`)
 				g.fail(w, r, err)
 				return
 			}
 			if !slices.Contains(rt.roles, c.Role) {
-				g.fail(w, r, apperr.E(apperr.Forbidden, "", "this endpoint is not for a %s", roleName(c.Role)))
+				g.fail(w, r, apperr.E(apperr.Forbidden, "", "this endpoint is not for a %s", auth.RoleName(c.Role)))
 				return
 			}
 			caller = c

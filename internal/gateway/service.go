@@ -21,6 +21,7 @@ import (
 	"github.com/rideshare-platform/rideshare/api/pricing/v1/pricingv1connect"
 	"github.com/rideshare-platform/rideshare/api/rides/v1/ridesv1connect"
 	"github.com/rideshare-platform/rideshare/api/users/v1/usersv1connect"
+	"github.com/rideshare-platform/rideshare/internal/auth"
 	"github.com/rideshare-platform/rideshare/internal/platform"
 )
 
@@ -38,7 +39,7 @@ var calls = []string{"identity", "users", "rides", "dispatch", "payments", "pric
 // Gateway serves the public API.
 type Gateway struct {
 	deps          platform.Deps
-	auth          *authenticator
+	auth          *auth.Verifier
 	identity      identityv1connect.IdentityServiceClient
 	users         usersv1connect.UsersServiceClient
 	rides         ridesv1connect.RidesServiceClient
@@ -67,11 +68,11 @@ func newGateway(ctx context.Context, d platform.Deps) (*platform.Component, erro
 	g.dispatch = dispatchv1connect.NewDispatchServiceClient(d.HTTP, g.peers["dispatch"], opts...)
 	g.pricing = pricingv1connect.NewPricingServiceClient(d.HTTP, g.peers["pricing"], opts...)
 	g.notifications = notificationsv1connect.NewNotificationsServiceClient(d.HTTP, g.peers["notifications"], opts...)
-	auth, err := newAuthenticator(ctx, d.HTTP, g.peers["identity"]+"/oauth2/jwks", d.Config.PublicURL, d.Log)
+	verifier, err := auth.NewVerifier(ctx, d.HTTP, g.peers["identity"]+"/oauth2/jwks", d.Config.PublicURL, d.Log)
 	if err != nil {
 		return nil, err
 	}
-	g.auth = auth
+	g.auth = verifier
 	return &platform.Component{Handler: g.handler(), Ready: g.ready}, nil
 }
 

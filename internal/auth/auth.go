@@ -1,4 +1,8 @@
-package gateway
+// Package auth verifies the platform's access tokens and names its roles.
+// The gateway verifies every public request with it; services use it for
+// their admin endpoints. Tokens are checked locally against the issuer's
+// published keys (JWKS), so no request costs a call to identity.
+package auth
 
 import (
 	"context"
@@ -27,9 +31,8 @@ var allowedAlgs = []string{"ES256", "ES384", "RS256", "PS256", "EdDSA"}
 // leeway absorbs clock skew between the issuer and the gateway.
 const leeway = 30 * time.Second
 
-// authenticator validates access tokens locally against the issuer's JWKS,
-// so no request costs a call to identity.
-type authenticator struct {
+// Verifier validates access tokens against the issuer's JWKS.
+type Verifier struct {
 	keys   keyfunc.Keyfunc
 	parser *jwt.Parser
 	log    *slog.Logger
@@ -40,7 +43,10 @@ type claims struct {
 	Role string `json:"role"`
 }
 
-func newAuthenticator(ctx context.Context, client *http.Client, jwksURL, issuer string, log *slog.Logger) (*authenticator, error) {
+// NewVerifier trusts tokens from issuer signed with a key from jwksURL. The
+// keys are fetched in the background and again when an unknown key id shows
+// up, until ctx ends.
+func NewVerifier(ctx context.Context, client *http.Client, jwksURL, issuer string, log *slog.Logger) (*Verifier, error) {
 	noErr := true
 	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{jwksURL}, keyfunc.Override{
 		Client:      client,
@@ -54,9 +60,9 @@ func newAuthenticator(ctx context.Context, client *http.Client, jwksURL, issuer 
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("gateway: jwks %s: %w", jwksURL, err)
+		return nil, fmt.Errorf("auth: jwks %s: %w", jwksURL, err)
 	}
-	return &authenticator{
+	return &Verifier{
 		keys: keys,
 		log:  log,
 		parser: jwt.NewParser(
@@ -70,19 +76,24 @@ func newAuthenticator(ctx context.Context, client *http.Client, jwksURL, issuer 
 	}, nil
 }
 
-// caller authenticates r's bearer token and returns who is calling.
-func (a *authenticator) caller(r *http.Request) (*authv1.Caller, error) {
+// Caller authenticates r's bearer token and returns who is calling.
+func (a *Verifier) Caller(r *http.Request) (*authv1.Caller, error) {
 	h := r.Header.Get("Authorization")
 	scheme, token, ok := strings.Cut(h, " ")
 	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return nil, apperr.E(apperr.Unauthenticated, "", "a bearer access token is required")
 	}
+	return a.Verify(r.Context(), token)
+}
+
+// Verify checks token and returns who it speaks for.
+func (a *Verifier) Verify(ctx context.Context, token string) (*authv1.Caller, error) {
 	var c claims
-	if _, err := a.parser.ParseWithClaims(token, &c, a.keys.KeyfuncCtx(r.Context())); err != nil {
-		a.log.InfoContext(r.Context(), "token refused", "reason", tokenFailure(err))
+	if _, err := a.parser.ParseWithClaims(token, &c, a.keys.KeyfuncCtx(ctx)); err != nil {
+		a.log.InfoContext(ctx, "token refused", "reason", tokenFailure(err))
 		return nil, apperr.Wrap(err, apperr.Unauthenticated, "invalid_token", "the access token is invalid or expired")
 	}
-	role := roleOf(c.Role)
+	role := RoleOf(c.Role)
 	if c.Subject == "" || role == authv1.Role_ROLE_UNSPECIFIED {
 		return nil, apperr.E(apperr.Unauthenticated, "invalid_token", "the access token has no subject or role")
 	}
@@ -108,7 +119,9 @@ func tokenFailure(err error) string {
 	return "other"
 }
 
-func roleOf(s string) authv1.Role {
+// RoleOf reads a role's public spelling; unknown spellings are
+// ROLE_UNSPECIFIED, which no route admits.
+func RoleOf(s string) authv1.Role {
 	switch s {
 	case "rider":
 		return authv1.Role_ROLE_RIDER
@@ -120,8 +133,9 @@ func roleOf(s string) authv1.Role {
 	return authv1.Role_ROLE_UNSPECIFIED
 }
 
-// roleName is the public spelling of a role.
-func roleName(r authv1.Role) string {
+// RoleName is the public spelling of a role ("rider"), as tokens and the
+// API carry it.
+func RoleName(r authv1.Role) string {
 	switch r {
 	case authv1.Role_ROLE_RIDER:
 		return "rider"
