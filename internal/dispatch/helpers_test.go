@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,34 +19,14 @@ import (
 	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
-// fakeClock is a clock tests move by hand, so expiry logic runs without
-// sleeping through TTLs.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 2, 8, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// newClock is the tests' clock, moved by hand.
+func newClock() *testenv.Clock { return testenv.NewClock(time.Date(2026, 11, 2, 8, 0, 0, 0, time.UTC)) }
 
 // env is one dispatch service over a database, driven through its handler.
 type env struct {
 	t     testing.TB
 	db    *sqldb.DB
-	clock *fakeClock
+	clock *testenv.Clock
 	d     *dispatcher
 	h     *handler
 }
@@ -70,7 +49,7 @@ func newEnv(t testing.TB) *env {
 }
 
 // newEnvOn builds a dispatch service on db, as a process starting would.
-func newEnvOn(t testing.TB, db *sqldb.DB, clock *fakeClock) *env {
+func newEnvOn(t testing.TB, db *sqldb.DB, clock *testenv.Clock) *env {
 	t.Helper()
 	d, err := newDispatcher(context.Background(), db, outbox.New(db, "dispatch", outbox.Options{}), DefaultEstimator, clock.Now, defaultConfig, nil, nil)
 	if err != nil {

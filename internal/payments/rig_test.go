@@ -28,7 +28,7 @@ type rig struct {
 	pr    *processor
 	net   *fakeNetwork
 	card  *CardNetwork
-	clock *clock
+	clock *testenv.Clock
 }
 
 var saga = &authv1.Caller{UserId: "rides", Role: authv1.Role_ROLE_SERVICE}
@@ -56,7 +56,7 @@ func migrated(t testing.TB, db *sqldb.DB) *sqldb.DB {
 func rigOn(t testing.TB, db *sqldb.DB) *rig {
 	card := NewCardNetwork(db, 0, 0)
 	fn := &fakeNetwork{inner: card, calls: map[string]int{}}
-	clk := &clock{t: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)}
+	clk := testenv.NewClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
 	log := slog.New(slog.DiscardHandler)
 	pr := newProcessor(db, outbox.New(db, "payments", outbox.Options{Logger: log}), fn, newMetrics(prometheus.NewRegistry()), log, 0)
 	pr.now = clk.Now
@@ -72,23 +72,6 @@ func (r *rig) restart() {
 	r.pr, r.h = pr, &handler{pr: pr, log: log}
 }
 
-// clock is a settable clock for leases.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // fakeNetwork wraps a Network: it counts calls by operation and can fail
 // calls before they reach the network (the network is down) or after (it

@@ -73,30 +73,13 @@ func (f *fakeDispatch) callCount() int {
 	return f.calls
 }
 
-// testClock is the handler's clock, moved by the test.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 const testBudget = 50 * time.Millisecond
 
 // newTestHandler is the handler over a fresh database, with the migration's
 // default fare rules, a fake dispatch answering 10 km / 20 min in zone z1,
 // and a clock the test moves.
-func newTestHandler(t *testing.T) (*handler, *sqldb.DB, *testClock, *fakeDispatch) {
+func newTestHandler(t *testing.T) (*handler, *sqldb.DB, *testenv.Clock, *fakeDispatch) {
 	t.Helper()
 	db := testenv.DB(t, Service.Migrations)
 	st := &store{db: db}
@@ -108,12 +91,12 @@ func newTestHandler(t *testing.T) (*handler, *sqldb.DB, *testClock, *fakeDispatc
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &testClock{t: time.Date(2026, 11, 2, 8, 0, 0, 0, time.UTC)}
+	clk := testenv.NewClock(time.Date(2026, 11, 2, 8, 0, 0, 0, time.UTC))
 	fd := &fakeDispatch{route: Route{Meters: 10_000, Seconds: 1200}, zone: "z1"}
 	h := &handler{
 		store: st, rules: book, routes: fd, zones: fd, surge: DefaultSurgePolicy,
 		quotes: newQuoteSigner([]byte("test secret")), quoteTTL: 2 * time.Minute, budget: testBudget,
-		now: clk.now, log: slog.New(slog.DiscardHandler), fallbacks: newFallbackCounter(nil),
+		now: clk.Now, log: slog.New(slog.DiscardHandler), fallbacks: newFallbackCounter(nil),
 	}
 	return h, db, clk, fd
 }
@@ -153,11 +136,11 @@ func TestEstimate(t *testing.T) {
 	if e.GetDistanceMeters() != 10_000 || e.GetDurationSeconds() != 1200 {
 		t.Fatalf("route = %d m, %d s: not dispatch's", e.GetDistanceMeters(), e.GetDurationSeconds())
 	}
-	if e.GetQuoteId() == "" || !e.GetExpiresAt().AsTime().Equal(clk.now().Add(2*time.Minute)) {
+	if e.GetQuoteId() == "" || !e.GetExpiresAt().AsTime().Equal(clk.Now().Add(2*time.Minute)) {
 		t.Fatalf("quote %q expires %v, want 2 minutes from now", e.GetQuoteId(), e.GetExpiresAt().AsTime())
 	}
 
-	applyEvent(t, h, db, supplyEvent(t, "e1", "z1", 2, 4, clk.now()))
+	applyEvent(t, h, db, supplyEvent(t, "e1", "z1", 2, 4, clk.Now()))
 	e = estimate(t, h, &pricingv1.EstimateRequest{Caller: rider, Pickup: ferry, Dropoff: mission})
 	if e.GetFare().GetAmount() != 3075 || e.GetSurgeMultiplier() != 1.5 || e.GetDegraded() {
 		t.Fatalf("surged estimate = %v, want 3075 at ×1.5", e)
@@ -181,7 +164,7 @@ func TestEstimateFallbacks(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			h, db, clk, fd := newTestHandler(t)
-			applyEvent(t, h, db, supplyEvent(t, "e1", "z1", 1, 5, clk.now())) // ×3.0 if it applied
+			applyEvent(t, h, db, supplyEvent(t, "e1", "z1", 1, 5, clk.Now())) // ×3.0 if it applied
 			fd.set(func(f *fakeDispatch) { c.setup(f, db) })
 			e := estimate(t, h, &pricingv1.EstimateRequest{Caller: rider, Pickup: ferry, Dropoff: mission})
 			if !e.GetDegraded() || e.GetSurgeMultiplier() != 1 {
@@ -249,14 +232,14 @@ func TestBadPoints(t *testing.T) {
 // lasts, for the trip it was made for; anything else is priced afresh.
 func TestQuoteRedeemed(t *testing.T) {
 	h, db, clk, fd := newTestHandler(t)
-	applyEvent(t, h, db, supplyEvent(t, "e1", "z1", 2, 4, clk.now()))
+	applyEvent(t, h, db, supplyEvent(t, "e1", "z1", 2, 4, clk.Now()))
 	shown := estimate(t, h, &pricingv1.EstimateRequest{Caller: rider, Pickup: ferry, Dropoff: mission})
 	if shown.GetFare().GetAmount() != 3075 {
 		t.Fatalf("shown %v", shown)
 	}
 	// Demand eases and the route gets longer: a fresh estimate changes...
-	clk.advance(time.Minute)
-	applyEvent(t, h, db, supplyEvent(t, "e2", "z1", 5, 1, clk.now()))
+	clk.Advance(time.Minute)
+	applyEvent(t, h, db, supplyEvent(t, "e2", "z1", 5, 1, clk.Now()))
 	fd.set(func(f *fakeDispatch) { f.route = Route{12_000, 1500} })
 	fresh := estimate(t, h, &pricingv1.EstimateRequest{Caller: rider, Pickup: ferry, Dropoff: mission})
 	if fresh.GetFare().GetAmount() != 250+1440+750 {
@@ -297,8 +280,8 @@ func TestQuoteRedeemed(t *testing.T) {
 		{"expired", ferry, mission, shown.GetQuoteId(), time.Millisecond, freshFare, false},
 	}
 	for _, c := range cases {
-		clk.advance(c.advance)
-		applyEvent(t, h, db, supplyEvent(t, "keep-"+c.name, "z1", 5, 1, clk.now())) // keep the zone fresh
+		clk.Advance(c.advance)
+		applyEvent(t, h, db, supplyEvent(t, "keep-"+c.name, "z1", 5, 1, clk.Now())) // keep the zone fresh
 		e := estimate(t, h, &pricingv1.EstimateRequest{Caller: rider, Pickup: c.pickup, Dropoff: c.dropoff, QuoteId: c.quoteID})
 		if e.GetFare().GetAmount() != c.wantFare || (e.GetQuoteId() == shown.GetQuoteId()) != c.wantSameQuote {
 			t.Errorf("%s: fare %d with quote %.12s…, want %d (same quote %v)", c.name, e.GetFare().GetAmount(), e.GetQuoteId(), c.wantFare, c.wantSameQuote)
@@ -308,7 +291,7 @@ func TestQuoteRedeemed(t *testing.T) {
 
 func TestGetSurge(t *testing.T) {
 	h, db, clk, fd := newTestHandler(t)
-	applyEvent(t, h, db, supplyEvent(t, "e1", "z1", 1, 4, clk.now()))
+	applyEvent(t, h, db, supplyEvent(t, "e1", "z1", 1, 4, clk.Now()))
 	res, err := rpcServer{h: h}.GetSurge(context.Background(), connect.NewRequest(&pricingv1.GetSurgeRequest{Caller: rider, Location: ferry}))
 	if err != nil || res.Msg.GetMultiplier() != 2.5 || res.Msg.GetZone() != "z1" {
 		t.Fatalf("GetSurge = %v, %v; want ×2.5 in z1", res, err)

@@ -89,7 +89,7 @@ func supplyEvent(t *testing.T, id, zone string, drivers, requests int32, at time
 func TestSurgeFromSupplyEvents(t *testing.T) {
 	ctx := context.Background()
 	h, db, clk, _ := newTestHandler(t)
-	t0 := clk.now()
+	t0 := clk.Now()
 	apply := func(env *eventsv1.Envelope) {
 		t.Helper()
 		if err := db.InTx(ctx, func(tx *sqldb.Tx) error { return h.onSupplyChanged(ctx, tx, env) }); err != nil {
@@ -102,7 +102,7 @@ func TestSurgeFromSupplyEvents(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return h.surge.Multiplier(s, clk.now())
+		return h.surge.Multiplier(s, clk.Now())
 	}
 	steps := []struct {
 		env  *eventsv1.Envelope
@@ -134,7 +134,7 @@ func TestSurgeFromSupplyEvents(t *testing.T) {
 	if got := surge("z1"); got != 30 {
 		t.Fatalf("z1 at ×%.1f, want 3.0", got.Float())
 	}
-	clk.advance(6 * time.Minute)
+	clk.Advance(6 * time.Minute)
 	if got := surge("z1"); got != NoSurge {
 		t.Fatalf("stale z1 at ×%.1f, want 1.0", got.Float())
 	}
@@ -144,16 +144,16 @@ func TestSupplyEventRefusals(t *testing.T) {
 	ctx := context.Background()
 	h, db, clk, _ := newTestHandler(t)
 	wrongPayload, _ := anypb.New(&usersv1.ProfileCreated{UserId: "u"})
-	newer := supplyEvent(t, "v2", "z1", 1, 5, clk.now())
+	newer := supplyEvent(t, "v2", "z1", 1, 5, clk.Now())
 	newer.SchemaVersion = 2
 	cases := []struct {
 		name    string
 		env     *eventsv1.Envelope
 		dropped bool // Invalid: can never apply; otherwise retried later
 	}{
-		{"no zone", supplyEvent(t, "a", "", 1, 1, clk.now()), true},
-		{"negative drivers", supplyEvent(t, "b", "z1", -1, 1, clk.now()), true},
-		{"negative requests", supplyEvent(t, "c", "z1", 1, -1, clk.now()), true},
+		{"no zone", supplyEvent(t, "a", "", 1, 1, clk.Now()), true},
+		{"negative drivers", supplyEvent(t, "b", "z1", -1, 1, clk.Now()), true},
+		{"negative requests", supplyEvent(t, "c", "z1", 1, -1, clk.Now()), true},
 		{"wrong payload", &eventsv1.Envelope{Id: "d", Type: "dispatch.supply.changed", Payload: wrongPayload}, true},
 		{"unknown schema version is parked, not misread", newer, false},
 	}

@@ -30,27 +30,10 @@ import (
 	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
-// fakeClock is the injected clock: it moves only when a test says, so
+// newFakeClock is the injected clock: it moves only when a test says, so
 // timeouts, grace periods and backoff are tested without sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+func newFakeClock() *testenv.Clock {
+	return testenv.NewClock(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
 }
 
 // faults are errors a fake returns, per method, before the call has any
@@ -381,7 +364,7 @@ type harness struct {
 	t        *testing.T
 	ctx      context.Context
 	db       *sqldb.DB
-	clock    *fakeClock
+	clock    *testenv.Clock
 	pricing  *fakePricing
 	payments *fakePayments
 	dispatch *fakeDispatch
@@ -398,7 +381,7 @@ func newHarness(t *testing.T) *harness {
 
 // build wires the service around db; the crash test builds it twice over
 // one database file, as a restarted process would.
-func build(t *testing.T, db *sqldb.DB, clock *fakeClock, pr *fakePricing, pay *fakePayments, disp *fakeDispatch) *harness {
+func build(t *testing.T, db *sqldb.DB, clock *testenv.Clock, pr *fakePricing, pay *fakePayments, disp *fakeDispatch) *harness {
 	m := newMetrics(nil)
 	st := &store{db: db, outbox: outbox.New(db, "rides", outbox.Options{}), metrics: m}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

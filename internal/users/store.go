@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"time"
 
-	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	usersv1 "github.com/rideshare-platform/rideshare/api/users/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/auth"
 	"github.com/rideshare-platform/rideshare/internal/outbox"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 )
@@ -37,7 +37,7 @@ func (s *store) create(ctx context.Context, p Profile) (out Profile, err error) 
 func (s *store) createTx(ctx context.Context, tx *sqldb.Tx, p Profile) (out Profile, err error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO profiles (user_id, role, name, email, vehicle_make, vehicle_model, vehicle_plate, vehicle_color, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id) DO NOTHING`,
-		p.UserID, roleName(p.Role), p.Name, p.Email, p.Vehicle.Make, p.Vehicle.Model, p.Vehicle.Plate, p.Vehicle.Color, sqldb.Micros(p.CreatedAt))
+		p.UserID, auth.RoleName(p.Role), p.Name, p.Email, p.Vehicle.Make, p.Vehicle.Model, p.Vehicle.Plate, p.Vehicle.Color, sqldb.Micros(p.CreatedAt))
 	if err != nil {
 		return Profile{}, fmt.Errorf("users: insert profile: %w", err)
 	}
@@ -71,29 +71,9 @@ func scanProfile(row *sql.Row) (Profile, error) {
 	if err != nil {
 		return Profile{}, fmt.Errorf("users: read profile: %w", err)
 	}
-	p.Role = parseRole(role)
+	p.Role = auth.RoleOf(role)
 	p.CreatedAt = sqldb.Time(created)
 	return p, nil
-}
-
-func roleName(r authv1.Role) string {
-	switch r {
-	case authv1.Role_ROLE_RIDER:
-		return "rider"
-	case authv1.Role_ROLE_DRIVER:
-		return "driver"
-	}
-	return ""
-}
-
-func parseRole(s string) authv1.Role {
-	switch s {
-	case "rider":
-		return authv1.Role_ROLE_RIDER
-	case "driver":
-		return authv1.Role_ROLE_DRIVER
-	}
-	return authv1.Role_ROLE_UNSPECIFIED
 }
 
 // now is the store's clock, truncated to what the database keeps.
