@@ -72,7 +72,6 @@ func (r *rig) restart() {
 	r.pr, r.h = pr, &handler{pr: pr, log: log}
 }
 
-
 // fakeNetwork wraps a Network: it counts calls by operation and can fail
 // calls before they reach the network (the network is down) or after (it
 // acted, but the answer was lost on the way back).

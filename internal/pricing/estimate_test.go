@@ -73,7 +73,6 @@ func (f *fakeDispatch) callCount() int {
 	return f.calls
 }
 
-
 const testBudget = 50 * time.Millisecond
 
 // newTestHandler is the handler over a fresh database, with the migration's
