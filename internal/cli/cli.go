@@ -35,6 +35,8 @@ func commands() []command {
 	return []command{
 		{"up", "run the whole platform on this machine, each service its own process", runUp},
 		{"serve", "run one service (what a container runs)", runServe},
+		{"fault", "make a service slow or broken on purpose, or clear it", runFault},
+		{"admin", "operator tasks: grant the admin role", runAdmin},
 	}
 }
 

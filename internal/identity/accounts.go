@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -48,7 +47,7 @@ func (a *accounts) create(ctx context.Context, s signup) (Account, error) {
 	acc := Account{ID: uuid.NewString(), Email: s.email, Role: s.role, Name: s.name, CreatedAt: now()}
 	err = a.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO accounts (id, email, password_hash, role, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+			`INSERT INTO accounts (id, email, password_hash, role, signup_role, name, created_at) VALUES ($1, $2, $3, $4, $4, $5, $6)`,
 			acc.ID, acc.Email, hash, roleName(acc.Role), acc.Name, sqldb.Micros(acc.CreatedAt)); err != nil {
 			return fmt.Errorf("identity: insert account: %w", err)
 		}
@@ -72,6 +71,41 @@ func (a *accounts) create(ctx context.Context, s signup) (Account, error) {
 		return Account{}, err
 	}
 	return acc, nil
+}
+
+// setRole applies c to the account with c's email, in one transaction so
+// that two concurrent changes cannot interleave their read and write.
+func (a *accounts) setRole(ctx context.Context, c roleChange) (roleResult, error) {
+	var res roleResult
+	err := a.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		var role, signupRole string
+		var created int64
+		acc := Account{Email: c.email}
+		err := tx.QueryRowContext(ctx, `SELECT id, role, signup_role, name, created_at FROM accounts WHERE email = $1`, c.email).
+			Scan(&acc.ID, &role, &signupRole, &acc.Name, &created)
+		if errors.Is(err, sql.ErrNoRows) {
+			return apperr.E(apperr.NotFound, "", "no account has this email")
+		}
+		if err != nil {
+			return fmt.Errorf("identity: read account: %w", err)
+		}
+		acc.CreatedAt = sqldb.Time(created)
+		res.previous = parseRole(role)
+		target, err := c.target(res.previous, parseRole(signupRole))
+		if err != nil {
+			return err
+		}
+		acc.Role = target
+		res.account, res.changed = acc, target != res.previous
+		if !res.changed {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET role = $1 WHERE id = $2`, roleName(target), acc.ID); err != nil {
+			return fmt.Errorf("identity: set role: %w", err)
+		}
+		return nil
+	})
+	return res, err
 }
 
 // replay answers a sign-up for an email that already has an account.
@@ -145,7 +179,3 @@ func scanAccount(row *sql.Row) (Account, string, error) {
 	acc.CreatedAt = sqldb.Time(created)
 	return acc, hash, nil
 }
-
-// now is the service's clock, truncated to what the database keeps so that
-// a value read back equals the value written.
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,8 +37,8 @@ const (
 const grantTypePassword oidc.GrantType = "password"
 
 // cliRedirectURI is where the command line receives the authorization code:
-// a loopback listener on any port (RFC 8252, section 7.3; the library
-// ignores the port for native clients).
+// a loopback listener on any port (RFC 8252, section 7.3; see
+// client.redirectAllowed).
 const cliRedirectURI = "http://127.0.0.1/callback"
 
 // client is an OAuth client as the library sees it (op.Client).
@@ -107,6 +109,52 @@ func (c *client) IDTokenUserinfoClaimsAssertion() bool { return false }
 func (c *client) ClockSkew() time.Duration             { return 0 }
 
 func (c *client) public() bool { return c.secretHash == "" }
+
+// redirectAllowed reports whether the authorization response may go to
+// uri. The rule is exact string comparison with a registered URI (OAuth
+// 2.1, section 2.3.1; RFC 9700, section 4.1.3): no prefix or pattern
+// matching, no normalisation, so another port, path, case or a trailing
+// slash is refused. The one exception is RFC 8252's for native apps (section
+// 7.3): a public client registered with a loopback IP literal redirect may
+// use any port on it, since a command line listens on whatever port is
+// free. Only the port may vary: scheme, host (127.0.0.1, never "localhost",
+// which DNS or a hosts file could point elsewhere), path and query stay
+// exact, and a fragment or user info is never allowed.
+func (c *client) redirectAllowed(uri string) bool {
+	if strings.Contains(uri, "#") {
+		return false
+	}
+	if slices.Contains(c.redirectURIs, uri) {
+		return true
+	}
+	if !c.public() {
+		return false
+	}
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != "http" || u.User != nil || u.Opaque != "" || u.ForceQuery || !validPort(u.Port()) {
+		return false
+	}
+	for _, registered := range c.redirectURIs {
+		reg, err := url.Parse(registered)
+		if err != nil || reg.Scheme != "http" || reg.Port() != "" {
+			continue
+		}
+		ip := net.ParseIP(reg.Hostname())
+		if ip == nil || !ip.IsLoopback() {
+			continue
+		}
+		if u.Host == reg.Hostname()+":"+u.Port() && u.EscapedPath() == reg.EscapedPath() && u.RawQuery == reg.RawQuery {
+			return true
+		}
+	}
+	return false
+}
+
+// validPort is a decimal port 1..65535 without leading zeros.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == p
+}
 
 func (c *client) allows(g oidc.GrantType) bool { return slices.Contains(c.grantTypes, g) }
 

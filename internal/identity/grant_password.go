@@ -1,9 +1,10 @@
 package identity
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -34,8 +35,8 @@ type tokenEndpoint struct {
 	// dev enables the password grant. Production refuses it: a client that
 	// collects passwords is exactly what OAuth exists to avoid, and it is
 	// tolerated only for the first-party command line on a laptop.
-	dev bool
-	log *slog.Logger
+	dev   bool
+	audit auditor
 }
 
 // passwordChecker is what the password grant needs of the accounts.
@@ -45,12 +46,22 @@ type passwordChecker interface {
 	authenticate(ctx context.Context, email, password string) (Account, error)
 }
 
-// ServeHTTP answers a password grant, or passes the request on.
+// ServeHTTP answers a password grant, or passes the request on, and
+// records every refusal in the audit log, whichever grant it was: the
+// library answers most of them itself, so its answer is read back here.
 func (t *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Token responses must never be cached (RFC 6749, section 5.1); the
 	// library does not say so itself.
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
+	rec := &refusalRecorder{ResponseWriter: w}
+	t.serve(rec, r)
+	if rec.status >= http.StatusBadRequest && !rec.audited {
+		t.auditRefusal(r, rec)
+	}
+}
+
+func (t *tokenEndpoint) serve(w *refusalRecorder, r *http.Request) {
 	if r.Method != http.MethodPost {
 		t.next.ServeHTTP(w, r)
 		return
@@ -70,7 +81,7 @@ func (t *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := op.ContextWithIssuer(r.Context(), t.issuer)
-	resp, err := t.passwordGrant(ctx, r)
+	resp, err := t.passwordGrant(ctx, w, r)
 	if err != nil {
 		op.RequestError(w, r, err, nil)
 		return
@@ -78,9 +89,61 @@ func (t *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	httphelper.MarshalJSON(w, resp)
 }
 
+// auditRefusal records a refused token request. A client_credentials
+// request refused for its client is a failed client authentication, worth
+// its own event: it is how a leaked or guessed operator secret shows.
+func (t *tokenEndpoint) auditRefusal(r *http.Request, rec *refusalRecorder) {
+	var body struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	_ = json.Unmarshal(rec.body.Bytes(), &body)
+	grantType := r.PostForm.Get("grant_type")
+	clientID := r.PostForm.Get("client_id")
+	if id, _, ok := r.BasicAuth(); ok {
+		clientID = id
+	}
+	if grantType == string(oidc.GrantTypeClientCredentials) && (body.Error == "invalid_client" || body.Error == "unauthorized_client") {
+		t.audit.clientAuthFailed(r.Context(), r, clientID, body.Error)
+		return
+	}
+	t.audit.grantRefused(r.Context(), r, grantType, clientID, body.Error, body.Description)
+}
+
+// refusalRecorder passes a response through, keeping its status and the
+// start of its body, which for a refusal is the OAuth error.
+type refusalRecorder struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+	// audited is set when the refusal was recorded as a more specific
+	// event already (a failed password login).
+	audited bool
+}
+
+func (rr *refusalRecorder) WriteHeader(status int) {
+	if rr.status == 0 {
+		rr.status = status
+	}
+	rr.ResponseWriter.WriteHeader(status)
+}
+
+func (rr *refusalRecorder) Write(b []byte) (int, error) {
+	if rr.status == 0 {
+		rr.status = http.StatusOK
+	}
+	if rr.status >= http.StatusBadRequest && rr.body.Len() < maxRecordedError {
+		rr.body.Write(b[:min(len(b), maxRecordedError-rr.body.Len())])
+	}
+	return rr.ResponseWriter.Write(b)
+}
+
+// maxRecordedError is more than any OAuth error body the endpoint writes.
+const maxRecordedError = 2 << 10
+
 // passwordGrant checks the client and the user's credentials and issues
 // tokens, or returns the OAuth error to answer.
-func (t *tokenEndpoint) passwordGrant(ctx context.Context, r *http.Request) (*oidc.AccessTokenResponse, error) {
+func (t *tokenEndpoint) passwordGrant(ctx context.Context, w *refusalRecorder, r *http.Request) (*oidc.AccessTokenResponse, error) {
 	c, err := t.client(ctx, r)
 	if err != nil {
 		return nil, err
@@ -95,12 +158,14 @@ func (t *tokenEndpoint) passwordGrant(ctx context.Context, r *http.Request) (*oi
 	}
 	acc, err := t.accounts.authenticate(ctx, username, password)
 	if errors.Is(err, errBadCredentials) {
-		t.log.InfoContext(ctx, "password grant refused", "client", c.id)
+		t.audit.loginFailed(ctx, r, username, c.id)
+		w.audited = true
 		return nil, oidc.ErrInvalidGrant().WithDescription("invalid username or password")
 	}
 	if err != nil {
 		return nil, oidc.ErrServerError().WithParent(err)
 	}
+	t.audit.loginSucceeded(ctx, r, acc.ID, c.id)
 
 	g := &grant{
 		subject: acc.ID, clientID: c.id, scopes: scopes, audience: audienceFor(c.id),

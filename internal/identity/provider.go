@@ -3,7 +3,6 @@ package identity
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"slices"
 
@@ -29,6 +28,9 @@ const (
 	devicePath = "/oauth2/device_authorization"
 	// loginPath is the sign-in page /oauth2/authorize redirects to.
 	loginPath = "/oauth2/login"
+	// callbackPath is the library's "the user has signed in" endpoint,
+	// which issues the code: its authorize endpoint plus "/callback".
+	callbackPath = authorizePath + "/callback"
 )
 
 // newProvider builds the OpenID provider for issuer over st.
@@ -77,23 +79,4 @@ func allowInsecureIssuer(issuer string, dev bool) (bool, error) {
 	host := u.Hostname()
 	ip := net.ParseIP(host)
 	return dev || host == "localhost" || (ip != nil && ip.IsLoopback()), nil
-}
-
-// loginUnavailable is the sign-in page until the browser login is built:
-// the authorization code flow works up to here (the request is stored and
-// the browser is sent to this page), and the command line signs in with the
-// password grant in development mode meanwhile.
-func loginUnavailable(w http.ResponseWriter, _ *http.Request) {
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'")
-	w.WriteHeader(http.StatusNotImplemented)
-	_, _ = fmt.Fprint(w, `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sign in: rideshare</title></head>
-<body><h1>Sign-in is not available yet</h1>
-<p>Signing in with a browser is coming. Meanwhile the rideshare command line signs in for you.</p>
-</body></html>
-`)
 }

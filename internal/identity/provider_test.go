@@ -2,8 +2,6 @@ package identity
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -20,7 +18,6 @@ import (
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	identityv1 "github.com/rideshare-platform/rideshare/api/identity/v1"
 	"github.com/rideshare-platform/rideshare/api/identity/v1/identityv1connect"
-	"github.com/rideshare-platform/rideshare/internal/sqldb"
 )
 
 // tokenJSON is the OAuth token response, and OAuth's error body.
@@ -377,85 +374,6 @@ func TestUserinfoAndRevocation(t *testing.T) {
 	}
 	if n := count(t, ti.db, "refresh_tokens"); n != 0 {
 		t.Errorf("%d refresh tokens left after revocation", n)
-	}
-}
-
-// TestAuthorizationCodeFlow drives the code flow with PKCE through the
-// library's endpoints. The login page is not built yet, so the test signs
-// the request in directly in the database, where the login page will.
-func TestAuthorizationCodeFlow(t *testing.T) {
-	ti := startIdentity(t, false)
-	verify := ti.verifier(t)
-	accountID := ti.signUp(t, "ann@example.com", "password1")
-	verifier := "a-code-verifier-that-is-long-enough-0123456789abcdef"
-	sum := sha256.Sum256([]byte(verifier))
-	redirect := "http://127.0.0.1:49152/callback"
-	authorize := url.Values{
-		"client_id": {CLIClientID}, "redirect_uri": {redirect}, "response_type": {"code"},
-		"scope": {"openid offline_access"}, "state": {"st4te"},
-		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
-	}
-
-	// Without PKCE the request is refused back to the client.
-	noPKCE := url.Values{}
-	for k, v := range authorize {
-		if !strings.HasPrefix(k, "code_challenge") {
-			noPKCE[k] = v
-		}
-	}
-	if loc := ti.redirect(t, ti.issuer+authorizePath+"?"+noPKCE.Encode()); loc.Query().Get("error") != "invalid_request" {
-		t.Errorf("authorize without PKCE redirected to %s, want error=invalid_request", loc)
-	}
-
-	login := ti.redirect(t, ti.issuer+authorizePath+"?"+authorize.Encode())
-	if login.Path != loginPath {
-		t.Fatalf("authorize redirected to %s, want the login page", login)
-	}
-	id := login.Query().Get("authRequestID")
-	res, err := ti.http.Get(ti.issuer + login.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusNotImplemented || !strings.Contains(string(page), "not available yet") {
-		t.Errorf("login page: %d %s", res.StatusCode, page)
-	}
-
-	// Sign the request in as the login page will.
-	err = ti.db.InTx(context.Background(), func(tx *sqldb.Tx) error {
-		_, err := tx.Exec(`UPDATE auth_requests SET subject = $1, auth_time = $2, done = TRUE WHERE id = $3`,
-			accountID, sqldb.Micros(time.Now()), id)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	back := ti.redirect(t, ti.issuer+authorizePath+"/callback?id="+url.QueryEscape(id))
-	code := back.Query().Get("code")
-	if !strings.HasPrefix(back.String(), redirect) || back.Query().Get("state") != "st4te" || code == "" {
-		t.Fatalf("callback redirected to %s", back)
-	}
-
-	exchange := url.Values{"grant_type": {"authorization_code"}, "client_id": {CLIClientID}, "code": {code},
-		"redirect_uri": {redirect}, "code_verifier": {"the-wrong-verifier-0123456789abcdef0123456789"}}
-	if status, res := ti.token(t, exchange, "", ""); status != http.StatusBadRequest || res.Error != "invalid_grant" {
-		t.Fatalf("exchange with the wrong verifier: %d %+v", status, res)
-	}
-	exchange.Set("code_verifier", verifier)
-	status, tok := ti.token(t, exchange, "", "")
-	if status != http.StatusOK || tok.RefreshToken == "" || tok.IDToken == "" {
-		t.Fatalf("code exchange: %d %+v", status, tok)
-	}
-	claims, err := verify(tok.AccessToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if claims.Subject != accountID || claims.Role != "rider" {
-		t.Errorf("claims = %+v", claims)
-	}
-	if status, res := ti.token(t, exchange, "", ""); status != http.StatusBadRequest || res.Error != "invalid_grant" {
-		t.Fatalf("second exchange of one code: %d %+v", status, res)
 	}
 }
 

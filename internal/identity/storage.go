@@ -38,7 +38,11 @@ var (
 // Authorization code flow.
 
 func (s *storage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
-	v, err := s.authRequests.create(ctx, req)
+	c, err := s.clients.get(ctx, req.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.authRequests.create(ctx, c, req)
 	if err != nil {
 		return nil, err
 	}
@@ -71,17 +75,27 @@ func (s *storage) DeleteAuthRequest(ctx context.Context, id string) error {
 
 // Tokens.
 
-func (s *storage) CreateAccessToken(context.Context, op.TokenRequest) (string, time.Time, error) {
+// CreateAccessToken names an access token. For a code exchange without
+// offline_access it also redeems the code, so that the code is used once.
+func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (string, time.Time, error) {
 	id, exp := s.tokens.accessToken()
+	if ar, ok := req.(*authRequest); ok {
+		if err := s.authRequests.redeemAccess(ctx, ar, id); err != nil {
+			return "", time.Time{}, err
+		}
+	}
 	return id, exp, nil
 }
 
+// CreateAccessAndRefreshTokens names an access token and stores a refresh
+// token, redeeming a code or rotating a refresh token in the same
+// transaction (tokens.issueRefresh).
 func (s *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
-	refresh, err := s.tokens.issueRefresh(ctx, req, current)
+	id, exp := s.tokens.accessToken()
+	refresh, err := s.tokens.issueRefresh(ctx, req, current, id)
 	if err != nil {
 		return "", "", time.Time{}, err
 	}
-	id, exp := s.tokens.accessToken()
 	return id, refresh, exp, nil
 }
 

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -22,6 +21,17 @@ import (
 
 // APIAudience is in the audience of every access token: the rideshare API.
 // The gateway refuses tokens that do not name it.
+//
+// Every token names the whole API rather than one service, on purpose.
+// Per-service audiences ("rideshare-rides", "rideshare-payments") would let
+// each service refuse a token minted for another, so a token leaked from
+// one service's logs could not be replayed against a second. That only
+// pays once services verify tokens themselves: today the gateway is the
+// only verifier, and it passes the caller on in auth.v1.Caller, so a
+// service never sees a token (identity's own SetRole, which does, needs
+// the admin role, not an audience). Adding it later is a resource
+// parameter (RFC 8707) at the token endpoint and an audience check per
+// service; "rideshare" stays in every token so the gateway keeps working.
 const APIAudience = "rideshare"
 
 // Lifetimes.
@@ -36,26 +46,39 @@ const (
 	refreshTokenLifetime = 30 * 24 * time.Hour
 	// authRequestLifetime bounds the browser sign-in, code exchange included.
 	authRequestLifetime = 10 * time.Minute
+	// redeemedRetention is how long an exchanged code is remembered, so that
+	// presenting it again revokes what it issued. Past this the code is
+	// merely unknown, and the access token it issued has long expired.
+	redeemedRetention = 24 * time.Hour
+	// maxTokenLifetime is the longest any signed token lives: a signing key
+	// stays published at least this long after it stopped signing.
+	maxTokenLifetime = max(accessTokenLifetime, idTokenLifetime)
 )
 
 // tokens keeps refresh tokens and the ids of revoked access tokens.
 type tokens struct {
-	db  *sqldb.DB
-	log *slog.Logger
+	db    *sqldb.DB
+	audit auditor
+	// now dates access tokens; nil is the system clock.
+	now clock
 }
 
 // accessToken names a new access token: its jti and expiry. Access tokens
 // are self-contained, so nothing is stored.
 func (ts *tokens) accessToken() (id string, exp time.Time) {
-	return uuid.NewString(), now().Add(accessTokenLifetime)
+	return uuid.NewString(), ts.now.now().Add(accessTokenLifetime)
 }
 
-// issueRefresh stores and returns a new refresh token for req. With current
-// set it rotates: current is marked used in the same transaction and the new
-// token joins its family, keeping its scopes (RFC 6749 section 6: a refresh
-// token's scope never changes, even when one refresh asked for fewer). If
-// current was used already, or concurrently, nothing is issued.
-func (ts *tokens) issueRefresh(ctx context.Context, req op.TokenRequest, current string) (string, error) {
+// issueRefresh stores and returns a new refresh token for req, issued
+// alongside the access token accessID. With current set it rotates:
+// current is marked used in the same transaction and the new token joins
+// its family, keeping its scopes (RFC 6749 section 6: a refresh token's
+// scope never changes, even when one refresh asked for fewer). If current
+// was used already, or concurrently, nothing is issued and its family is
+// revoked. For an authorization code exchange (req is the auth request) the
+// code is redeemed in the same transaction, so two exchanges of one code
+// cannot both succeed (see redeem).
+func (ts *tokens) issueRefresh(ctx context.Context, req op.TokenRequest, current, accessID string) (string, error) {
 	clientID, err := clientIDOf(req)
 	if err != nil {
 		return "", err
@@ -70,13 +93,27 @@ func (ts *tokens) issueRefresh(ctx context.Context, req op.TokenRequest, current
 	}
 	t := now()
 	family, scopes := uuid.NewString(), strings.Join(req.GetScopes(), " ")
+	var reused bool
 	err = ts.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		if ar, ok := req.(*authRequest); ok && current == "" {
+			var err error
+			if reused, err = redeem(ctx, tx, ar.id, accessID, family, t); err != nil || reused {
+				return err
+			}
+		}
 		if current != "" {
 			err := tx.QueryRowContext(ctx,
 				`UPDATE refresh_tokens SET rotated_at = $1 WHERE id = $2 AND rotated_at IS NULL AND expires_at > $3
 				 RETURNING family_id, scopes`,
 				sqldb.Micros(t), tokenHash(current), sqldb.Micros(t)).Scan(&family, &scopes)
 			if errors.Is(err, sql.ErrNoRows) {
+				// Read as live a moment ago: either it expired or was
+				// revoked since, or a concurrent request rotated it first,
+				// which is a replay like any other.
+				reused, err = revokeIfRotated(ctx, tx, tokenHash(current))
+				if err != nil || reused {
+					return err
+				}
 				return oidc.ErrInvalidGrant().WithDescription("the refresh token is no longer valid")
 			}
 			if err != nil {
@@ -94,10 +131,35 @@ func (ts *tokens) issueRefresh(ctx context.Context, req op.TokenRequest, current
 		}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return "", err
+	case reused && current == "":
+		ts.audit.codeReused(ctx, req.(*authRequest))
+		return "", errCodeInvalid()
+	case reused:
+		ts.audit.refreshReused(ctx, clientID, req.GetSubject(), "concurrent")
+		return "", oidc.ErrInvalidGrant().WithDescription("the refresh token is no longer valid")
 	}
 	return token, nil
+}
+
+// revokeIfRotated revokes the family of the refresh token with hash id if
+// that token was rotated already, and reports whether it was.
+func revokeIfRotated(ctx context.Context, tx *sqldb.Tx, id string) (bool, error) {
+	var family string
+	var rotated sql.NullInt64
+	err := tx.QueryRowContext(ctx, `SELECT family_id, rotated_at FROM refresh_tokens WHERE id = $1`, id).Scan(&family, &rotated)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !rotated.Valid) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("identity: read refresh token: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE family_id = $1`, family); err != nil {
+		return false, fmt.Errorf("identity: revoke refresh tokens: %w", err)
+	}
+	return true, nil
 }
 
 // byRefreshToken is the grant behind a live refresh token. A token that was
@@ -120,10 +182,10 @@ func (ts *tokens) byRefreshToken(ctx context.Context, token string) (*refreshabl
 		return nil, oidc.ErrServerError().WithParent(fmt.Errorf("identity: read refresh token: %w", err))
 	}
 	if rotated.Valid {
-		ts.log.WarnContext(ctx, "refresh token replayed; revoking its family", "client", g.clientID, "subject", g.subject)
 		if err := ts.revokeFamily(ctx, family); err != nil {
 			return nil, oidc.ErrServerError().WithParent(err)
 		}
+		ts.audit.refreshReused(ctx, g.clientID, g.subject, "replayed")
 		return nil, errors.New("identity: refresh token reused")
 	}
 	if sqldb.Time(expires).Before(now()) {
@@ -189,14 +251,19 @@ func (ts *tokens) revoke(ctx context.Context, tokenOrID, userID, clientID string
 // offline); userinfo and introspection here do.
 func (ts *tokens) revokeAccess(ctx context.Context, jti string) error {
 	return ts.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		_, err := tx.ExecContext(ctx,
-			`INSERT INTO revoked_tokens (token_id, expires_at) VALUES ($1, $2) ON CONFLICT (token_id) DO NOTHING`,
-			jti, sqldb.Micros(now().Add(accessTokenLifetime)))
-		if err != nil {
-			return fmt.Errorf("identity: revoke access token: %w", err)
-		}
-		return nil
+		return revokeAccessTx(ctx, tx, jti, ts.now.now())
 	})
+}
+
+// revokeAccessTx records jti as revoked in tx, until the token expires.
+func revokeAccessTx(ctx context.Context, tx *sqldb.Tx, jti string, t time.Time) error {
+	_, err := tx.ExecContext(ctx,
+		`INSERT INTO revoked_tokens (token_id, expires_at) VALUES ($1, $2) ON CONFLICT (token_id) DO NOTHING`,
+		jti, sqldb.Micros(t.Add(accessTokenLifetime)))
+	if err != nil {
+		return fmt.Errorf("identity: revoke access token: %w", err)
+	}
+	return nil
 }
 
 // revoked reports whether an access token id was revoked.

@@ -337,6 +337,144 @@ func (x *GetAccountResponse) GetAccount() *Account {
 	return nil
 }
 
+type SetRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Must match the bearer token's subject and role when set; the token is
+	// what proves it.
+	Caller *v1.Caller `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"`
+	// The account's email (matched case-insensitively).
+	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	// The role granted or revoked. Only ROLE_ADMIN: rider and driver are
+	// chosen at sign-up (a driver signs up with a vehicle).
+	Role v1.Role `protobuf:"varint,3,opt,name=role,proto3,enum=rideshare.auth.v1.Role" json:"role,omitempty"`
+	// True grants role; false revokes it, returning the account to the role
+	// it signed up with.
+	Granted       bool `protobuf:"varint,4,opt,name=granted,proto3" json:"granted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRoleRequest) Reset() {
+	*x = SetRoleRequest{}
+	mi := &file_identity_v1_identity_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRoleRequest) ProtoMessage() {}
+
+func (x *SetRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRoleRequest.ProtoReflect.Descriptor instead.
+func (*SetRoleRequest) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SetRoleRequest) GetCaller() *v1.Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *SetRoleRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *SetRoleRequest) GetRole() v1.Role {
+	if x != nil {
+		return x.Role
+	}
+	return v1.Role(0)
+}
+
+func (x *SetRoleRequest) GetGranted() bool {
+	if x != nil {
+		return x.Granted
+	}
+	return false
+}
+
+type SetRoleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account as it is now.
+	Account *Account `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// Its role before the call.
+	PreviousRole v1.Role `protobuf:"varint,2,opt,name=previous_role,json=previousRole,proto3,enum=rideshare.auth.v1.Role" json:"previous_role,omitempty"`
+	// False when the account already was as asked.
+	Changed       bool `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRoleResponse) Reset() {
+	*x = SetRoleResponse{}
+	mi := &file_identity_v1_identity_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRoleResponse) ProtoMessage() {}
+
+func (x *SetRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRoleResponse.ProtoReflect.Descriptor instead.
+func (*SetRoleResponse) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetRoleResponse) GetAccount() *Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
+func (x *SetRoleResponse) GetPreviousRole() v1.Role {
+	if x != nil {
+		return x.PreviousRole
+	}
+	return v1.Role(0)
+}
+
+func (x *SetRoleResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
 var File_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_identity_v1_identity_proto_rawDesc = "" +
@@ -362,11 +500,21 @@ const file_identity_v1_identity_proto_rawDesc = "" +
 	"\x06caller\x18\x01 \x01(\v2\x19.rideshare.auth.v1.CallerR\x06caller\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"N\n" +
 	"\x12GetAccountResponse\x128\n" +
-	"\aaccount\x18\x01 \x01(\v2\x1e.rideshare.identity.v1.AccountR\aaccount2\xe5\x01\n" +
+	"\aaccount\x18\x01 \x01(\v2\x1e.rideshare.identity.v1.AccountR\aaccount\"\xa0\x01\n" +
+	"\x0eSetRoleRequest\x121\n" +
+	"\x06caller\x18\x01 \x01(\v2\x19.rideshare.auth.v1.CallerR\x06caller\x12\x14\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\x12+\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x17.rideshare.auth.v1.RoleR\x04role\x12\x18\n" +
+	"\agranted\x18\x04 \x01(\bR\agranted\"\xa3\x01\n" +
+	"\x0fSetRoleResponse\x128\n" +
+	"\aaccount\x18\x01 \x01(\v2\x1e.rideshare.identity.v1.AccountR\aaccount\x12<\n" +
+	"\rprevious_role\x18\x02 \x01(\x0e2\x17.rideshare.auth.v1.RoleR\fpreviousRole\x12\x18\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged2\xc4\x02\n" +
 	"\x0fIdentityService\x12j\n" +
 	"\rCreateAccount\x12+.rideshare.identity.v1.CreateAccountRequest\x1a,.rideshare.identity.v1.CreateAccountResponse\x12f\n" +
 	"\n" +
-	"GetAccount\x12(.rideshare.identity.v1.GetAccountRequest\x1a).rideshare.identity.v1.GetAccountResponse\"\x03\x90\x02\x01BDZBgithub.com/rideshare-platform/rideshare/api/identity/v1;identityv1b\x06proto3"
+	"GetAccount\x12(.rideshare.identity.v1.GetAccountRequest\x1a).rideshare.identity.v1.GetAccountResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\aSetRole\x12%.rideshare.identity.v1.SetRoleRequest\x1a&.rideshare.identity.v1.SetRoleResponse\"\x03\x90\x02\x02BDZBgithub.com/rideshare-platform/rideshare/api/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -380,36 +528,44 @@ func file_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_identity_v1_identity_proto_rawDescData
 }
 
-var file_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_identity_v1_identity_proto_goTypes = []any{
 	(*Account)(nil),               // 0: rideshare.identity.v1.Account
 	(*CreateAccountRequest)(nil),  // 1: rideshare.identity.v1.CreateAccountRequest
 	(*CreateAccountResponse)(nil), // 2: rideshare.identity.v1.CreateAccountResponse
 	(*GetAccountRequest)(nil),     // 3: rideshare.identity.v1.GetAccountRequest
 	(*GetAccountResponse)(nil),    // 4: rideshare.identity.v1.GetAccountResponse
-	(v1.Role)(0),                  // 5: rideshare.auth.v1.Role
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(*v1.Caller)(nil),             // 7: rideshare.auth.v1.Caller
-	(*v11.Vehicle)(nil),           // 8: rideshare.users.v1.Vehicle
+	(*SetRoleRequest)(nil),        // 5: rideshare.identity.v1.SetRoleRequest
+	(*SetRoleResponse)(nil),       // 6: rideshare.identity.v1.SetRoleResponse
+	(v1.Role)(0),                  // 7: rideshare.auth.v1.Role
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*v1.Caller)(nil),             // 9: rideshare.auth.v1.Caller
+	(*v11.Vehicle)(nil),           // 10: rideshare.users.v1.Vehicle
 }
 var file_identity_v1_identity_proto_depIdxs = []int32{
-	5,  // 0: rideshare.identity.v1.Account.role:type_name -> rideshare.auth.v1.Role
-	6,  // 1: rideshare.identity.v1.Account.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 2: rideshare.identity.v1.CreateAccountRequest.caller:type_name -> rideshare.auth.v1.Caller
-	5,  // 3: rideshare.identity.v1.CreateAccountRequest.role:type_name -> rideshare.auth.v1.Role
-	8,  // 4: rideshare.identity.v1.CreateAccountRequest.vehicle:type_name -> rideshare.users.v1.Vehicle
+	7,  // 0: rideshare.identity.v1.Account.role:type_name -> rideshare.auth.v1.Role
+	8,  // 1: rideshare.identity.v1.Account.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 2: rideshare.identity.v1.CreateAccountRequest.caller:type_name -> rideshare.auth.v1.Caller
+	7,  // 3: rideshare.identity.v1.CreateAccountRequest.role:type_name -> rideshare.auth.v1.Role
+	10, // 4: rideshare.identity.v1.CreateAccountRequest.vehicle:type_name -> rideshare.users.v1.Vehicle
 	0,  // 5: rideshare.identity.v1.CreateAccountResponse.account:type_name -> rideshare.identity.v1.Account
-	7,  // 6: rideshare.identity.v1.GetAccountRequest.caller:type_name -> rideshare.auth.v1.Caller
+	9,  // 6: rideshare.identity.v1.GetAccountRequest.caller:type_name -> rideshare.auth.v1.Caller
 	0,  // 7: rideshare.identity.v1.GetAccountResponse.account:type_name -> rideshare.identity.v1.Account
-	1,  // 8: rideshare.identity.v1.IdentityService.CreateAccount:input_type -> rideshare.identity.v1.CreateAccountRequest
-	3,  // 9: rideshare.identity.v1.IdentityService.GetAccount:input_type -> rideshare.identity.v1.GetAccountRequest
-	2,  // 10: rideshare.identity.v1.IdentityService.CreateAccount:output_type -> rideshare.identity.v1.CreateAccountResponse
-	4,  // 11: rideshare.identity.v1.IdentityService.GetAccount:output_type -> rideshare.identity.v1.GetAccountResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	9,  // 8: rideshare.identity.v1.SetRoleRequest.caller:type_name -> rideshare.auth.v1.Caller
+	7,  // 9: rideshare.identity.v1.SetRoleRequest.role:type_name -> rideshare.auth.v1.Role
+	0,  // 10: rideshare.identity.v1.SetRoleResponse.account:type_name -> rideshare.identity.v1.Account
+	7,  // 11: rideshare.identity.v1.SetRoleResponse.previous_role:type_name -> rideshare.auth.v1.Role
+	1,  // 12: rideshare.identity.v1.IdentityService.CreateAccount:input_type -> rideshare.identity.v1.CreateAccountRequest
+	3,  // 13: rideshare.identity.v1.IdentityService.GetAccount:input_type -> rideshare.identity.v1.GetAccountRequest
+	5,  // 14: rideshare.identity.v1.IdentityService.SetRole:input_type -> rideshare.identity.v1.SetRoleRequest
+	2,  // 15: rideshare.identity.v1.IdentityService.CreateAccount:output_type -> rideshare.identity.v1.CreateAccountResponse
+	4,  // 16: rideshare.identity.v1.IdentityService.GetAccount:output_type -> rideshare.identity.v1.GetAccountResponse
+	6,  // 17: rideshare.identity.v1.IdentityService.SetRole:output_type -> rideshare.identity.v1.SetRoleResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_identity_v1_identity_proto_init() }
@@ -423,7 +579,7 @@ func file_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_identity_v1_identity_proto_rawDesc), len(file_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

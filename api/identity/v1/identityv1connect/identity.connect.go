@@ -39,6 +39,8 @@ const (
 	// IdentityServiceGetAccountProcedure is the fully-qualified name of the IdentityService's
 	// GetAccount RPC.
 	IdentityServiceGetAccountProcedure = "/rideshare.identity.v1.IdentityService/GetAccount"
+	// IdentityServiceSetRoleProcedure is the fully-qualified name of the IdentityService's SetRole RPC.
+	IdentityServiceSetRoleProcedure = "/rideshare.identity.v1.IdentityService/SetRole"
 )
 
 // IdentityServiceClient is a client for the rideshare.identity.v1.IdentityService service.
@@ -51,6 +53,15 @@ type IdentityServiceClient interface {
 	CreateAccount(context.Context, *connect.Request[v1.CreateAccountRequest]) (*connect.Response[v1.CreateAccountResponse], error)
 	// GetAccount reads one account. Read-only.
 	GetAccount(context.Context, *connect.Request[v1.GetAccountRequest]) (*connect.Response[v1.GetAccountResponse], error)
+	// SetRole grants an account the admin role or takes it away again
+	// (`rideshare admin grant|revoke EMAIL`). Only an admin may call it, and
+	// identity does not take the caller field's word for that: the request
+	// must carry the caller's access token in its Authorization header
+	// ("Bearer ..."), which identity verifies against its own signing keys.
+	// The change applies to tokens issued after it; tokens already issued keep
+	// their role until they expire. Emits no event. Naturally idempotent: it
+	// sets a state, and setting it twice changes nothing the second time.
+	SetRole(context.Context, *connect.Request[v1.SetRoleRequest]) (*connect.Response[v1.SetRoleResponse], error)
 }
 
 // NewIdentityServiceClient constructs a client for the rideshare.identity.v1.IdentityService
@@ -77,6 +88,13 @@ func NewIdentityServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		setRole: connect.NewClient[v1.SetRoleRequest, v1.SetRoleResponse](
+			httpClient,
+			baseURL+IdentityServiceSetRoleProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("SetRole")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -84,6 +102,7 @@ func NewIdentityServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 type identityServiceClient struct {
 	createAccount *connect.Client[v1.CreateAccountRequest, v1.CreateAccountResponse]
 	getAccount    *connect.Client[v1.GetAccountRequest, v1.GetAccountResponse]
+	setRole       *connect.Client[v1.SetRoleRequest, v1.SetRoleResponse]
 }
 
 // CreateAccount calls rideshare.identity.v1.IdentityService.CreateAccount.
@@ -96,6 +115,11 @@ func (c *identityServiceClient) GetAccount(ctx context.Context, req *connect.Req
 	return c.getAccount.CallUnary(ctx, req)
 }
 
+// SetRole calls rideshare.identity.v1.IdentityService.SetRole.
+func (c *identityServiceClient) SetRole(ctx context.Context, req *connect.Request[v1.SetRoleRequest]) (*connect.Response[v1.SetRoleResponse], error) {
+	return c.setRole.CallUnary(ctx, req)
+}
+
 // IdentityServiceHandler is an implementation of the rideshare.identity.v1.IdentityService service.
 type IdentityServiceHandler interface {
 	// CreateAccount signs a user up (POST /v1/accounts) and emits
@@ -106,6 +130,15 @@ type IdentityServiceHandler interface {
 	CreateAccount(context.Context, *connect.Request[v1.CreateAccountRequest]) (*connect.Response[v1.CreateAccountResponse], error)
 	// GetAccount reads one account. Read-only.
 	GetAccount(context.Context, *connect.Request[v1.GetAccountRequest]) (*connect.Response[v1.GetAccountResponse], error)
+	// SetRole grants an account the admin role or takes it away again
+	// (`rideshare admin grant|revoke EMAIL`). Only an admin may call it, and
+	// identity does not take the caller field's word for that: the request
+	// must carry the caller's access token in its Authorization header
+	// ("Bearer ..."), which identity verifies against its own signing keys.
+	// The change applies to tokens issued after it; tokens already issued keep
+	// their role until they expire. Emits no event. Naturally idempotent: it
+	// sets a state, and setting it twice changes nothing the second time.
+	SetRole(context.Context, *connect.Request[v1.SetRoleRequest]) (*connect.Response[v1.SetRoleResponse], error)
 }
 
 // NewIdentityServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -128,12 +161,21 @@ func NewIdentityServiceHandler(svc IdentityServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	identityServiceSetRoleHandler := connect.NewUnaryHandler(
+		IdentityServiceSetRoleProcedure,
+		svc.SetRole,
+		connect.WithSchema(identityServiceMethods.ByName("SetRole")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/rideshare.identity.v1.IdentityService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case IdentityServiceCreateAccountProcedure:
 			identityServiceCreateAccountHandler.ServeHTTP(w, r)
 		case IdentityServiceGetAccountProcedure:
 			identityServiceGetAccountHandler.ServeHTTP(w, r)
+		case IdentityServiceSetRoleProcedure:
+			identityServiceSetRoleHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -149,4 +191,8 @@ func (UnimplementedIdentityServiceHandler) CreateAccount(context.Context, *conne
 
 func (UnimplementedIdentityServiceHandler) GetAccount(context.Context, *connect.Request[v1.GetAccountRequest]) (*connect.Response[v1.GetAccountResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rideshare.identity.v1.IdentityService.GetAccount is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) SetRole(context.Context, *connect.Request[v1.SetRoleRequest]) (*connect.Response[v1.SetRoleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rideshare.identity.v1.IdentityService.SetRole is not implemented"))
 }
