@@ -7,10 +7,10 @@ package auth
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -28,52 +28,33 @@ const Audience = "rideshare"
 // key-confusion attack), and never "none".
 var allowedAlgs = []string{"ES256", "ES384", "RS256", "PS256", "EdDSA"}
 
-// leeway absorbs clock skew between the issuer and the gateway.
+// leeway absorbs clock skew between the issuer and the gateway, for expiry,
+// not-before and issued-at alike.
 const leeway = 30 * time.Second
+
+// maxTokenBytes bounds what is parsed at all: the platform's tokens are
+// under 1 KiB, and a Keycloak token with many roles stays under 4 KiB.
+const maxTokenBytes = 8 << 10
 
 // Verifier validates access tokens against the issuer's JWKS.
 type Verifier struct {
-	keys   keyfunc.Keyfunc
+	cfg    Config
 	parser *jwt.Parser
 	log    *slog.Logger
+
+	mu      sync.RWMutex
+	keys    keyfunc.Keyfunc // nil until the issuer's keys are located
+	keysErr error           // why keys is still nil
 }
 
-type claims struct {
-	jwt.RegisteredClaims
-	Role string `json:"role"`
-}
+var errNoKID = errors.New("auth: the token names no key (kid)")
 
-// NewVerifier trusts tokens from issuer signed with a key from jwksURL. The
-// keys are fetched in the background and again when an unknown key id shows
-// up, until ctx ends.
+// NewVerifier trusts tokens from the built-in issuer, signed with a key from
+// jwksURL, with the audience "rideshare" and the role in the "role" claim.
+// The keys are fetched in the background and again when an unknown key id
+// shows up, until ctx ends.
 func NewVerifier(ctx context.Context, client *http.Client, jwksURL, issuer string, log *slog.Logger) (*Verifier, error) {
-	noErr := true
-	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{jwksURL}, keyfunc.Override{
-		Client:      client,
-		HTTPTimeout: 5 * time.Second,
-		// identity may still be starting: fetch in the background rather
-		// than refusing to start, and again whenever an unknown kid shows up.
-		NoErrorReturnFirstHTTPReq: &noErr,
-		RefreshInterval:           5 * time.Minute,
-		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
-			return func(_ context.Context, err error) { log.Warn("jwks refresh failed", "url", u, "err", err) }
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("auth: jwks %s: %w", jwksURL, err)
-	}
-	return &Verifier{
-		keys: keys,
-		log:  log,
-		parser: jwt.NewParser(
-			jwt.WithValidMethods(allowedAlgs),
-			jwt.WithIssuer(issuer),
-			jwt.WithAudience(Audience),
-			jwt.WithExpirationRequired(),
-			jwt.WithIssuedAt(),
-			jwt.WithLeeway(leeway),
-		),
-	}, nil
+	return New(ctx, Config{Issuer: issuer, JWKSURL: jwksURL, Client: client, Log: log})
 }
 
 // Caller authenticates r's bearer token and returns who is calling.
@@ -86,18 +67,75 @@ func (a *Verifier) Caller(r *http.Request) (*authv1.Caller, error) {
 	return a.Verify(r.Context(), token)
 }
 
-// Verify checks token and returns who it speaks for.
+// Verify checks token and returns who it speaks for. Every refusal is the
+// same Unauthenticated invalid_token: the caller learns nothing about which
+// check failed (the log says, at info level).
 func (a *Verifier) Verify(ctx context.Context, token string) (*authv1.Caller, error) {
-	var c claims
-	if _, err := a.parser.ParseWithClaims(token, &c, a.keys.KeyfuncCtx(ctx)); err != nil {
-		a.log.InfoContext(ctx, "token refused", "reason", tokenFailure(err))
-		return nil, apperr.Wrap(err, apperr.Unauthenticated, "invalid_token", "the access token is invalid or expired")
+	keys, err := a.currentKeys()
+	if err != nil {
+		return nil, apperr.Wrap(err, apperr.Unavailable, "", "the token issuer's keys are not available yet")
 	}
-	role := RoleOf(c.Role)
-	if c.Subject == "" || role == authv1.Role_ROLE_UNSPECIFIED {
-		return nil, apperr.E(apperr.Unauthenticated, "invalid_token", "the access token has no subject or role")
+	if len(token) > maxTokenBytes {
+		return nil, a.refuse(ctx, "too large", nil)
 	}
-	return &authv1.Caller{UserId: c.Subject, Role: role}, nil
+	claims := jwt.MapClaims{}
+	if _, err := a.parser.ParseWithClaims(token, claims, requireKID(keys.KeyfuncCtx(ctx))); err != nil {
+		return nil, a.refuse(ctx, tokenFailure(err), err)
+	}
+	sub, _ := claims["sub"].(string)
+	if sub == "" {
+		return nil, a.refuse(ctx, "no subject", nil)
+	}
+	// An ID token is signed by the same keys and, from the built-in issuer,
+	// names the same audience; it has no token id. Requiring jti is what
+	// keeps it from passing as an access token.
+	if jti, _ := claims["jti"].(string); jti == "" && !a.cfg.AllowMissingJTI {
+		return nil, a.refuse(ctx, "no token id (jti)", nil)
+	}
+	role := roleFromClaims(claims, a.cfg.RoleClaim)
+	if role == authv1.Role_ROLE_UNSPECIFIED {
+		return nil, a.refuse(ctx, "no known role", nil)
+	}
+	return &authv1.Caller{UserId: sub, Role: role}, nil
+}
+
+func (a *Verifier) refuse(ctx context.Context, reason string, err error) error {
+	a.log.InfoContext(ctx, "token refused", "reason", reason)
+	if err == nil {
+		err = errors.New("auth: " + reason)
+	}
+	return apperr.Wrap(err, apperr.Unauthenticated, "invalid_token", "the access token is invalid or expired")
+}
+
+// requireKID refuses a token without a key id before the key lookup: given
+// no kid, keyfunc would try every published key, which turns a retired or
+// foreign key's signature into a guessing game the gateway need not play.
+func requireKID(next jwt.Keyfunc) jwt.Keyfunc {
+	return func(t *jwt.Token) (any, error) {
+		if kid, _ := t.Header["kid"].(string); kid == "" {
+			return nil, errNoKID
+		}
+		return next(t)
+	}
+}
+
+// Ready reports whether the issuer's keys have been located (an external
+// issuer's discovery document fetched); the gateway is not ready before.
+func (a *Verifier) Ready() error {
+	_, err := a.currentKeys()
+	return err
+}
+
+func (a *Verifier) currentKeys() (keyfunc.Keyfunc, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.keys == nil {
+		if a.keysErr != nil {
+			return nil, a.keysErr
+		}
+		return nil, errors.New("auth: the issuer's keys are being located")
+	}
+	return a.keys, nil
 }
 
 // tokenFailure names why a token failed, for the log only: the caller is
@@ -108,41 +146,15 @@ func tokenFailure(err error) string {
 		name string
 	}{
 		{jwt.ErrTokenExpired, "expired"}, {jwt.ErrTokenNotValidYet, "not yet valid"},
+		{jwt.ErrTokenUsedBeforeIssued, "issued in the future"},
 		{jwt.ErrTokenInvalidIssuer, "issuer"}, {jwt.ErrTokenInvalidAudience, "audience"},
 		{jwt.ErrTokenSignatureInvalid, "signature"}, {jwt.ErrTokenMalformed, "malformed"},
-		{jwt.ErrTokenUnverifiable, "unverifiable"}, {keyfunc.ErrKeyfunc, "key"},
+		{errNoKID, "no kid"}, {keyfunc.ErrKeyfunc, "key"}, {jwt.ErrTokenUnverifiable, "unverifiable"},
+		{jwt.ErrTokenRequiredClaimMissing, "required claim missing"},
 	} {
 		if errors.Is(err, e.err) {
 			return e.name
 		}
 	}
 	return "other"
-}
-
-// RoleOf reads a role's public spelling; unknown spellings are
-// ROLE_UNSPECIFIED, which no route admits.
-func RoleOf(s string) authv1.Role {
-	switch s {
-	case "rider":
-		return authv1.Role_ROLE_RIDER
-	case "driver":
-		return authv1.Role_ROLE_DRIVER
-	case "admin":
-		return authv1.Role_ROLE_ADMIN
-	}
-	return authv1.Role_ROLE_UNSPECIFIED
-}
-
-// RoleName is the public spelling of a role ("rider"), as tokens and the
-// API carry it.
-func RoleName(r authv1.Role) string {
-	switch r {
-	case authv1.Role_ROLE_RIDER:
-		return "rider"
-	case authv1.Role_ROLE_DRIVER:
-		return "driver"
-	case authv1.Role_ROLE_ADMIN:
-		return "admin"
-	}
-	return ""
 }

@@ -32,6 +32,27 @@ type signupJSON struct {
 	Vehicle  *vehicleJSON `json:"vehicle,omitempty"`
 }
 
+// check refuses control characters and absurd lengths before anything is
+// hashed or stored; identity applies the exact limits. The password is
+// left alone: it is only ever hashed.
+func (in signupJSON) check() error {
+	type field struct {
+		name, value string
+		max         int
+	}
+	fields := []field{{"role", in.Role, 16}, {"name", in.Name, 1024}, {"email", in.Email, 1024}}
+	if v := in.Vehicle; v != nil {
+		fields = append(fields, field{"vehicle.make", v.Make, 256}, field{"vehicle.model", v.Model, 256},
+			field{"vehicle.plate", v.Plate, 256}, field{"vehicle.color", v.Color, 256})
+	}
+	for _, f := range fields {
+		if err := checkText(f.name, f.value, f.max, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // profileJSON is a user as the public API shows them.
 type profileJSON struct {
 	ID          string       `json:"id"`
@@ -50,6 +71,9 @@ type profileJSON struct {
 func (g *Gateway) signup(w http.ResponseWriter, r *http.Request, _ *authv1.Caller) error {
 	var in signupJSON
 	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if err := in.check(); err != nil {
 		return err
 	}
 	role := auth.RoleOf(in.Role)

@@ -40,13 +40,16 @@ func (g *Gateway) availability(w http.ResponseWriter, r *http.Request, c *authv1
 	}{res.Msg.GetOnline()})
 }
 
+// locationJSON is the body of a position ping.
+type locationJSON struct {
+	pointJSON
+	RecordedAt *time.Time `json:"recorded_at,omitempty"`
+}
+
 // location takes a position ping: the platform's most frequent request,
 // kept to one small RPC and an empty 204.
 func (g *Gateway) location(w http.ResponseWriter, r *http.Request, c *authv1.Caller) error {
-	var in struct {
-		pointJSON
-		RecordedAt *time.Time `json:"recorded_at,omitempty"`
-	}
+	var in locationJSON
 	if err := decode(r, &in); err != nil {
 		return err
 	}

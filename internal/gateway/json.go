@@ -1,19 +1,32 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/rideshare-platform/rideshare/internal/apperr"
 )
 
+// Limits on a JSON body. maxBody matches the server's limit (which answers
+// 413 before a handler runs when Content-Length says so); decode enforces it
+// again for bodies without a length. maxDepth is far beyond any body the
+// API takes (three levels) and far below what makes a decoder work hard.
+const (
+	maxBody  = 1 << 20
+	maxDepth = 32
+)
+
 // decode reads exactly one JSON object into v, refusing unknown fields (a
 // client must not believe it set "role" or "fare" when nothing read it),
-// trailing data and wrong types, each with a message that names the problem.
+// trailing data, wrong types and nesting deeper than maxDepth, each with a
+// message that names the problem. Every error it returns is Invalid or
+// TooLarge.
 func decode(r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -21,7 +34,25 @@ func decode(r *http.Request, v any) error {
 			return apperr.E(apperr.Invalid, "unsupported_media_type", "the body must be application/json")
 		}
 	}
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return decodeError(err)
+	}
+	if len(body) > maxBody {
+		return apperr.E(apperr.TooLarge, "", "the body exceeds %d bytes", maxBody)
+	}
+	return decodeBytes(body, v)
+}
+
+// decodeBytes is decode after the body is read: the part the fuzz target
+// drives.
+func decodeBytes(body []byte, v any) error {
+	// The depth is checked before decoding, so a body of a million "["
+	// costs one pass over its bytes, not a million nested decoder frames.
+	if err := checkDepth(body, maxDepth); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err)
@@ -31,6 +62,36 @@ func decode(r *http.Request, v any) error {
 			return decodeError(err)
 		}
 		return apperr.E(apperr.Invalid, "", "the body must hold a single JSON object")
+	}
+	return nil
+}
+
+// checkDepth refuses JSON whose objects and arrays nest deeper than max. It
+// only counts brackets outside strings; whether the JSON is well formed is
+// the decoder's business.
+func checkDepth(b []byte, max int) error {
+	depth, inString, escaped := 0, false, false
+	for _, c := range b {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			switch c {
+			case '\\':
+				escaped = true
+			case '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			if depth > max {
+				return apperr.E(apperr.Invalid, "too_deep", "the JSON nests deeper than %d levels", max)
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
 	}
 	return nil
 }
@@ -62,9 +123,20 @@ func decodeError(err error) error {
 	// The decoder reports unknown fields only as text: `json: unknown field "x"`.
 	const prefix = "json: unknown field "
 	if msg := err.Error(); len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
-		return apperr.E(apperr.Invalid, "unknown_field", "unknown field %s", msg[len(prefix):])
+		return apperr.E(apperr.Invalid, "unknown_field", "unknown field %s", clip(msg[len(prefix):], 80))
 	}
 	return apperr.Wrap(err, apperr.Invalid, "", "the body is not valid JSON")
+}
+
+// clip shortens s, which a client chose, before it is echoed in a message.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func jsonKind(goKind string) string {

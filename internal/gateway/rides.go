@@ -103,6 +103,9 @@ func (g *Gateway) estimate(w http.ResponseWriter, r *http.Request, c *authv1.Cal
 	if err := decode(r, &in); err != nil {
 		return err
 	}
+	if err := checkText("quote_id", in.QuoteID, maxRef, false); err != nil {
+		return err
+	}
 	pickup, dropoff, err := in.points()
 	if err != nil {
 		return err
@@ -130,6 +133,10 @@ func optTime(t time.Time, ok bool) *time.Time {
 	return &t
 }
 
+// maxRef bounds the references a client passes through (quote ids, payment
+// methods): long enough for any id, short enough to index.
+const maxRef = 128
+
 // idempotencyKeyMax bounds the header so keys stay cheap to store and index.
 const idempotencyKeyMax = 255
 
@@ -149,20 +156,34 @@ func idempotencyKey(r *http.Request) (string, error) {
 	return k, nil
 }
 
+// rideRequestJSON is the body of POST /v1/rides.
+type rideRequestJSON struct {
+	tripJSON
+	QuoteID       string `json:"quote_id,omitempty"`
+	PaymentMethod string `json:"payment_method,omitempty"`
+}
+
+// check validates the request's text and returns its points.
+func (in rideRequestJSON) check() (pickup, dropoff *geov1.Point, err error) {
+	if err := checkText("quote_id", in.QuoteID, maxRef, false); err != nil {
+		return nil, nil, err
+	}
+	if err := checkText("payment_method", in.PaymentMethod, maxRef, false); err != nil {
+		return nil, nil, err
+	}
+	return in.points()
+}
+
 func (g *Gateway) requestRide(w http.ResponseWriter, r *http.Request, c *authv1.Caller) error {
 	key, err := idempotencyKey(r)
 	if err != nil {
 		return err
 	}
-	var in struct {
-		tripJSON
-		QuoteID       string `json:"quote_id,omitempty"`
-		PaymentMethod string `json:"payment_method,omitempty"`
-	}
+	var in rideRequestJSON
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	pickup, dropoff, err := in.points()
+	pickup, dropoff, err := in.check()
 	if err != nil {
 		return err
 	}
@@ -221,8 +242,8 @@ func (g *Gateway) cancelRide(w http.ResponseWriter, r *http.Request, c *authv1.C
 			return err
 		}
 	}
-	if len(in.Reason) > 500 {
-		return apperr.E(apperr.Invalid, "", "reason is at most 500 bytes")
+	if err := checkText("reason", in.Reason, 500, true); err != nil {
+		return err
 	}
 	res, err := g.rides.CancelRide(r.Context(), connect.NewRequest(&ridesv1.CancelRideRequest{Caller: c, RideId: r.PathValue("id"), Reason: in.Reason}))
 	if err != nil {
@@ -245,22 +266,34 @@ func (g *Gateway) tripStep(step func(*Gateway, *http.Request, *authv1.Caller, st
 
 func accept(g *Gateway, r *http.Request, c *authv1.Caller, id string) (*ridesv1.Ride, error) {
 	res, err := g.rides.AcceptRide(r.Context(), connect.NewRequest(&ridesv1.AcceptRideRequest{Caller: c, RideId: id}))
-	return res.Msg.GetRide(), err
+	if err != nil {
+		return nil, err // res is nil: reading it would panic
+	}
+	return res.Msg.GetRide(), nil
 }
 
 func arrive(g *Gateway, r *http.Request, c *authv1.Caller, id string) (*ridesv1.Ride, error) {
 	res, err := g.rides.ArriveRide(r.Context(), connect.NewRequest(&ridesv1.ArriveRideRequest{Caller: c, RideId: id}))
-	return res.Msg.GetRide(), err
+	if err != nil {
+		return nil, err // res is nil: reading it would panic
+	}
+	return res.Msg.GetRide(), nil
 }
 
 func start(g *Gateway, r *http.Request, c *authv1.Caller, id string) (*ridesv1.Ride, error) {
 	res, err := g.rides.StartRide(r.Context(), connect.NewRequest(&ridesv1.StartRideRequest{Caller: c, RideId: id}))
-	return res.Msg.GetRide(), err
+	if err != nil {
+		return nil, err // res is nil: reading it would panic
+	}
+	return res.Msg.GetRide(), nil
 }
 
 func complete(g *Gateway, r *http.Request, c *authv1.Caller, id string) (*ridesv1.Ride, error) {
 	res, err := g.rides.CompleteRide(r.Context(), connect.NewRequest(&ridesv1.CompleteRideRequest{Caller: c, RideId: id}))
-	return res.Msg.GetRide(), err
+	if err != nil {
+		return nil, err // res is nil: reading it would panic
+	}
+	return res.Msg.GetRide(), nil
 }
 
 func (g *Gateway) receipt(w http.ResponseWriter, r *http.Request, c *authv1.Caller) error {

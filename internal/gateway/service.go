@@ -1,8 +1,9 @@
 // Package gateway is the platform's only public entry: the REST/JSON API of
-// DESIGN.md section 7. It authenticates every request against the identity
-// service's published keys, authorizes the route by role, turns JSON into
-// RPCs with the caller attached (the owning services authorize each object),
-// and maps every error to problem+json through apperr.
+// DESIGN.md section 7. It authenticates every request against the token
+// issuer's published keys (identity's, or an external OpenID Connect
+// provider's), rate-limits each caller, authorizes the route by role, turns
+// JSON into RPCs with the caller attached (the owning services authorize
+// each object), and maps every error to problem+json through apperr.
 package gateway
 
 import (
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rideshare-platform/rideshare/api/dispatch/v1/dispatchv1connect"
@@ -47,6 +49,8 @@ type Gateway struct {
 	pricing       pricingv1connect.PricingServiceClient
 	notifications notificationsv1connect.NotificationsServiceClient
 	peers         map[string]string
+	limits        *limiter
+	clients       clientAddrs
 }
 
 func newGateway(ctx context.Context, d platform.Deps) (*platform.Component, error) {
@@ -68,17 +72,79 @@ func newGateway(ctx context.Context, d platform.Deps) (*platform.Component, erro
 	g.dispatch = dispatchv1connect.NewDispatchServiceClient(d.HTTP, g.peers["dispatch"], opts...)
 	g.pricing = pricingv1connect.NewPricingServiceClient(d.HTTP, g.peers["pricing"], opts...)
 	g.notifications = notificationsv1connect.NewNotificationsServiceClient(d.HTTP, g.peers["notifications"], opts...)
-	verifier, err := auth.NewVerifier(ctx, d.HTTP, g.peers["identity"]+"/oauth2/jwks", d.Config.PublicURL, d.Log)
+	verifier, err := auth.New(ctx, issuerConfig(d, g.peers["identity"]))
 	if err != nil {
 		return nil, err
 	}
 	g.auth = verifier
+	if g.clients, err = parseTrustedProxies(d.Setting("gateway.trusted_proxies", "")); err != nil {
+		return nil, err
+	}
+	policies, err := loadPolicies(d.Setting)
+	if err != nil {
+		return nil, err
+	}
+	g.limits = newLimiter(policies, time.Now)
+	if err := g.registerMetrics(d.Metrics); err != nil {
+		return nil, err
+	}
 	return &platform.Component{Handler: g.handler(), Ready: g.ready}, nil
 }
 
-// ready is true when every service behind the gateway is: a platform that
-// answers its front door but cannot take a ride is not ready.
+// issuerConfig is whose tokens the gateway trusts: the built-in identity
+// service (keys fetched from it directly), or, with gateway.oidc_issuer set,
+// any standard OpenID Connect provider, found through its discovery
+// document. gateway.oidc_audience is the audience its access tokens name
+// for this API, gateway.role_claim where it puts the role (a dotted path
+// such as Keycloak's realm_access.roles), and gateway.oidc_require_jti=false
+// accepts a provider whose access tokens carry no id (Auth0).
+func issuerConfig(d platform.Deps, identityURL string) auth.Config {
+	cfg := auth.Config{
+		Issuer:    d.Config.PublicURL,
+		JWKSURL:   identityURL + "/oauth2/jwks",
+		Audience:  auth.Audience,
+		RoleClaim: d.Setting("gateway.role_claim", auth.DefaultRoleClaim),
+		Client:    d.HTTP,
+		Log:       d.Log,
+	}
+	if iss := d.Setting("gateway.oidc_issuer", ""); iss != "" {
+		cfg.Issuer, cfg.JWKSURL = iss, ""
+		cfg.Audience = d.Setting("gateway.oidc_audience", auth.Audience)
+		cfg.AllowMissingJTI = d.Setting("gateway.oidc_require_jti", "true") == "false"
+		d.Log.Info("trusting an external token issuer", "issuer", iss, "audience", cfg.Audience, "role_claim", cfg.RoleClaim)
+	}
+	return cfg
+}
+
+// registerMetrics exposes how often callers are limited and how many
+// buckets the limiter holds.
+func (g *Gateway) registerMetrics(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	g.limits.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rideshare_gateway_rate_limited_total",
+		Help: "Requests refused with 429, by rate-limit policy.",
+	}, []string{"policy"})
+	buckets := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rideshare_gateway_rate_limit_buckets",
+		Help: "Token buckets the gateway holds (one per active caller and policy).",
+	}, func() float64 { return float64(g.limits.size()) })
+	for _, c := range []prometheus.Collector{g.limits.limited, buckets} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("gateway: metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// ready is true when every service behind the gateway is, and the token
+// issuer's keys are located: a platform that answers its front door but
+// cannot take a ride is not ready.
 func (g *Gateway) ready(ctx context.Context) error {
+	if err := g.auth.Ready(); err != nil {
+		return err
+	}
 	eg, ctx := errgroup.WithContext(ctx)
 	for name, base := range g.peers {
 		eg.Go(func() error {

@@ -228,7 +228,9 @@ func (s *server) AcceptRide(ctx context.Context, req *connect.Request[ridesv1.Ac
 	}
 	expired := apperr.E(apperr.Conflict, "offer_expired", "the offer for this ride is no longer open")
 	if r.status != StatusSearching {
-		return nil, expired
+		// Past searching, only the assigned driver may know the ride exists;
+		// a driver whose offer went elsewhere sees it gone, like a stranger.
+		return nil, notFound()
 	}
 	// Dispatch decides who gets the ride (it holds the offers and the
 	// driver's lock); the call is made outside any transaction.

@@ -173,8 +173,8 @@ func TestAcceptRide(t *testing.T) {
 			t.Fatalf("accept: %v %v", got, err)
 		}
 	}
-	if _, err := h.accept(id, "erin"); apperr.KindOf(err) != apperr.Conflict || apperr.CodeOf(err) != "offer_expired" {
-		t.Fatalf("a second driver: %v, want 409 offer_expired", err)
+	if _, err := h.accept(id, "erin"); !apperr.Is(err, apperr.NotFound) {
+		t.Fatalf("a second driver once the ride is assigned: %v, want NotFound (no leak that it exists)", err)
 	}
 	if r := h.wantStatus(id, StatusDriverAssigned); r.driverID != "dave" || len(h.statusEvents(id)) != 2 {
 		t.Fatalf("driver %q events %v", r.driverID, h.statusEvents(id))
