@@ -23,6 +23,7 @@ import (
 
 	"github.com/rideshare-platform/rideshare/internal/apperr"
 	"github.com/rideshare-platform/rideshare/internal/outbox"
+	"github.com/rideshare-platform/rideshare/internal/resilience"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 	"github.com/rideshare-platform/rideshare/internal/telemetry"
 )
@@ -107,6 +108,10 @@ type Deps struct {
 	HTTP    *http.Client
 	Log     *slog.Logger
 	Metrics prometheus.Registerer
+	// Resilience is the process's per-dependency policy table (timeouts,
+	// retries, breakers, bulkheads), which ClientOptions applies to every
+	// RPC. Nil (a Deps built by hand in a test) applies none.
+	Resilience *resilience.Table
 }
 
 // Setting is the service setting key, or def when unset.
@@ -127,12 +132,30 @@ func (d Deps) Peer(name string) (string, error) {
 	return strings.TrimRight(u, "/"), nil
 }
 
-// ClientOptions are the options every RPC client uses: errors mapped back
-// into the vocabulary, request ids forwarded, and a deadline on every call.
+// ClientOptions are the options every RPC client uses: a deadline on every
+// call, request ids forwarded, errors mapped back into the vocabulary, and
+// the called peer's resilience policies. The peer is read from each call's
+// procedure, so one set of options serves clients of any peer.
+//
+// The interceptors, outermost first, and why in this order:
+//  1. defaultDeadline: the deadline bounds the whole call, every retry and
+//     backoff included, and the policies derive each attempt's timeout
+//     from what is left of it.
+//  2. telemetry: the request id is set once on the request, which every
+//     attempt sends.
+//  3. apperr: maps the final outcome once, after the retries: the policies'
+//     own refusals (circuit_open, bulkhead_full) are already in the
+//     vocabulary and pass unchanged, and the policies below it see the
+//     peer's raw RPC codes (which a retry decision needs; apperr would fold
+//     a cancellation into Unavailable).
+//  4. resilience: retries, bulkhead, breaker and the per-attempt timeout,
+//     around each attempt on the wire.
 func (d Deps) ClientOptions() []connect.ClientOption {
-	return []connect.ClientOption{
-		connect.WithInterceptors(defaultDeadline(DefaultCallTimeout), telemetry.Interceptor(), apperr.Interceptor()),
+	ics := []connect.Interceptor{defaultDeadline(DefaultCallTimeout), telemetry.Interceptor(), apperr.Interceptor()}
+	if d.Resilience != nil {
+		ics = append(ics, d.Resilience.Interceptor())
 	}
+	return []connect.ClientOption{connect.WithInterceptors(ics...)}
 }
 
 // HandlerOptions are the options every RPC handler uses.

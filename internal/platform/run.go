@@ -5,14 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rideshare-platform/rideshare/internal/auth"
 	"github.com/rideshare-platform/rideshare/internal/broker"
+	"github.com/rideshare-platform/rideshare/internal/faults"
 	"github.com/rideshare-platform/rideshare/internal/outbox"
+	"github.com/rideshare-platform/rideshare/internal/resilience"
 	"github.com/rideshare-platform/rideshare/internal/server"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 	"github.com/rideshare-platform/rideshare/internal/telemetry"
@@ -29,6 +34,27 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 	log := telemetry.NewLogger(stderr, svc.Name, cfg.LogLevel)
 	reg := telemetry.NewRegistry()
 	d := Deps{Config: cfg, HTTP: NewHTTPClient(), Log: log, Metrics: reg}
+	var err error
+	if d.Resilience, err = resilience.New(resilience.Options{Settings: cfg.Settings, Peers: svc.Calls, Metrics: reg}); err != nil {
+		return fmt.Errorf("%s: %w", svc.Name, err)
+	}
+	shed, err := resilience.ParseShedOptions(cfg.Settings)
+	if err != nil {
+		return fmt.Errorf("%s: %w", svc.Name, err)
+	}
+	adminAuth, err := adminAuthenticator(ctx, cfg, d.HTTP, log)
+	if err != nil {
+		return fmt.Errorf("%s: %w", svc.Name, err)
+	}
+	// The fault-injection switch: off until an admin sets a fault, so drills
+	// and tests can make this process slow or broken on purpose.
+	injector := faults.New(faults.Options{Logger: log, Metrics: reg})
+	// Admin endpoints every process serves, each under /admin/ and behind
+	// an admin token (see server.Config.Admin).
+	admin := map[string]http.Handler{
+		"/admin/resilience": d.Resilience.AdminHandler(),
+		"/admin/faults":     injector.Admin(),
+	}
 
 	ln, err := server.Listen(cfg.Listen)
 	if err != nil {
@@ -134,11 +160,30 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 		return nil
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "db", d.DB != nil, "broker", cfg.NATS != "")
-	err = server.Serve(ctx, ln, server.Config{Handler: comp.Handler, Ready: ready, Registry: reg, Logger: log})
+	err = server.Serve(ctx, ln, server.Config{
+		Handler: injector.Middleware(comp.Handler), Ready: ready, Registry: reg, Logger: log,
+		Shed: shed, Admin: admin, AdminAuth: adminAuth,
+	})
 	stopWorkers()
 	wg.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// adminAuthenticator verifies admin tokens against identity's published
+// keys, the way the gateway verifies every token. It needs identity's
+// address and the issuer (the public URL); without either (a unit test, a
+// lone `serve`), it is nil and the admin endpoints are off.
+func adminAuthenticator(ctx context.Context, cfg Config, client *http.Client, log *slog.Logger) (server.Authenticator, error) {
+	identity := strings.TrimRight(cfg.Peers["identity"], "/")
+	if identity == "" || cfg.PublicURL == "" {
+		return nil, nil
+	}
+	v, err := auth.NewVerifier(ctx, client, identity+"/oauth2/jwks", cfg.PublicURL, log)
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // runWorker keeps w running until ctx ends, restarting it with capped

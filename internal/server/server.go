@@ -1,6 +1,7 @@
 // Package server runs a rideshare process's HTTP server: the same timeouts,
-// body limit, request ids, logs, metrics, health and readiness endpoints for
-// every service, with HTTP/2 over cleartext so gRPC clients work too.
+// body limit, request ids, logs, metrics, health and readiness endpoints,
+// load shedding and admin endpoints for every service, with HTTP/2 over
+// cleartext so gRPC clients work too.
 package server
 
 import (
@@ -19,7 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/auth"
+	"github.com/rideshare-platform/rideshare/internal/resilience"
 	"github.com/rideshare-platform/rideshare/internal/telemetry"
 )
 
@@ -73,7 +77,29 @@ type Config struct {
 	MaxBody int64
 	// WriteTimeout overrides WriteTimeout (tests use a short one).
 	WriteTimeout time.Duration
+	// Shed configures the load shedding of Handler; the zero value means
+	// resilience.DefaultShed, and Shed.Off turns it off. The
+	// infrastructure and admin endpoints are never shed: a probe or an
+	// operator must get through to an overloaded process.
+	Shed resilience.ShedOptions
+	// Admin are operator endpoints by path ("/admin/resilience"); each
+	// also serves the paths below it. Every one requires an access token
+	// with the admin role, checked with AdminAuth: 401 without a valid
+	// token, 403 without the role. Without AdminAuth they are not served
+	// at all (404), so no process ever exposes them unauthenticated.
+	Admin     map[string]http.Handler
+	AdminAuth Authenticator
 }
+
+// Authenticator says who sends a request, from its bearer token
+// (*auth.Verifier is one).
+type Authenticator interface {
+	Caller(r *http.Request) (*authv1.Caller, error)
+}
+
+// AdminPrefix is where admin endpoints live; paths under it never reach
+// the service's handler.
+const AdminPrefix = "/admin/"
 
 // Serve serves on ln until ctx ends, then shuts down gracefully: it stops
 // accepting, lets in-flight requests finish within ShutdownTimeout, and
@@ -106,7 +132,32 @@ func Serve(ctx context.Context, ln net.Listener, c Config) error {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(c.Registry, promhttp.HandlerOpts{Registry: c.Registry}))
 	}
 	if c.Handler != nil {
-		mux.Handle("/", c.Handler)
+		shedOpts := c.Shed
+		if shedOpts == (resilience.ShedOptions{}) {
+			shedOpts = resilience.DefaultShed
+		}
+		var reg prometheus.Registerer
+		if c.Registry != nil {
+			reg = c.Registry
+		}
+		shed, err := resilience.NewShedder(shedOpts, reg)
+		if err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		mux.Handle("/", shed.Wrap(c.Handler))
+	}
+	mux.Handle(AdminPrefix, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		apperr.WriteProblem(w, r, apperr.E(apperr.NotFound, "", "no such endpoint: %s", r.URL.Path), 0)
+	}))
+	if c.AdminAuth != nil {
+		for path, h := range c.Admin {
+			if !strings.HasPrefix(path, AdminPrefix) || strings.HasSuffix(path, "/") {
+				return fmt.Errorf("server: admin endpoint %q must be a path under %s", path, AdminPrefix)
+			}
+			h = requireAdmin(c.AdminAuth, h)
+			mux.Handle(path, h)
+			mux.Handle(path+"/", h)
+		}
 	}
 
 	var h http.Handler = mux
@@ -168,6 +219,25 @@ func streamsUnbounded(next http.Handler) http.Handler {
 	})
 }
 
+// requireAdmin lets only callers with an admin's access token reach next.
+func requireAdmin(a Authenticator, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := a.Caller(r)
+		if err != nil {
+			if apperr.Is(err, apperr.Unauthenticated) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="rideshare"`)
+			}
+			apperr.WriteProblem(w, r, err, 0)
+			return
+		}
+		if auth.RoleName(c.GetRole()) != "admin" {
+			apperr.WriteProblem(w, r, apperr.E(apperr.Forbidden, "", "admin endpoints require the admin role"), 0)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 func writeStatus(w http.ResponseWriter, code int, status, detail string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -206,6 +276,11 @@ func accessLog(next http.Handler, log *slog.Logger) http.Handler {
 		rec := telemetry.NewRecorder(w)
 		next.ServeHTTP(rec, r)
 		d := time.Since(start)
+		if rec.Status == http.StatusServiceUnavailable && rec.Header().Get("Retry-After") != "" {
+			// Shed under overload: thousands a second would drown the log;
+			// rideshare_shed_rejected_total counts them.
+			return
+		}
 		if rec.Status >= 500 || d > time.Second {
 			log.WarnContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "status", rec.Status, "duration_ms", d.Milliseconds())
 		} else if rec.Status >= 400 {
