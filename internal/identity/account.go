@@ -110,29 +110,3 @@ func canRead(caller *authv1.Caller, accountID string) bool {
 	}
 	return false
 }
-
-// roleName is a role as stored and as the token's role claim spells it.
-func roleName(r authv1.Role) string {
-	switch r {
-	case authv1.Role_ROLE_RIDER:
-		return "rider"
-	case authv1.Role_ROLE_DRIVER:
-		return "driver"
-	case authv1.Role_ROLE_ADMIN:
-		return "admin"
-	}
-	return ""
-}
-
-// parseRole reads a stored role back.
-func parseRole(s string) authv1.Role {
-	switch s {
-	case "rider":
-		return authv1.Role_ROLE_RIDER
-	case "driver":
-		return authv1.Role_ROLE_DRIVER
-	case "admin":
-		return authv1.Role_ROLE_ADMIN
-	}
-	return authv1.Role_ROLE_UNSPECIFIED
-}

@@ -10,6 +10,7 @@ import (
 
 	identityv1 "github.com/rideshare-platform/rideshare/api/identity/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/auth"
 	"github.com/rideshare-platform/rideshare/internal/outbox"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 )
@@ -48,7 +49,7 @@ func (a *accounts) create(ctx context.Context, s signup) (Account, error) {
 	err = a.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		if _, err := tx.ExecContext(ctx,
 			`INSERT INTO accounts (id, email, password_hash, role, signup_role, name, created_at) VALUES ($1, $2, $3, $4, $4, $5, $6)`,
-			acc.ID, acc.Email, hash, roleName(acc.Role), acc.Name, sqldb.Micros(acc.CreatedAt)); err != nil {
+			acc.ID, acc.Email, hash, auth.RoleName(acc.Role), acc.Name, sqldb.Micros(acc.CreatedAt)); err != nil {
 			return fmt.Errorf("identity: insert account: %w", err)
 		}
 		return a.outbox.Append(ctx, tx, outbox.Event{
@@ -90,8 +91,8 @@ func (a *accounts) setRole(ctx context.Context, c roleChange) (roleResult, error
 			return fmt.Errorf("identity: read account: %w", err)
 		}
 		acc.CreatedAt = sqldb.Time(created)
-		res.previous = parseRole(role)
-		target, err := c.target(res.previous, parseRole(signupRole))
+		res.previous = auth.RoleOf(role)
+		target, err := c.target(res.previous, auth.RoleOf(signupRole))
 		if err != nil {
 			return err
 		}
@@ -100,7 +101,7 @@ func (a *accounts) setRole(ctx context.Context, c roleChange) (roleResult, error
 		if !res.changed {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET role = $1 WHERE id = $2`, roleName(target), acc.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET role = $1 WHERE id = $2`, auth.RoleName(target), acc.ID); err != nil {
 			return fmt.Errorf("identity: set role: %w", err)
 		}
 		return nil
@@ -175,7 +176,7 @@ func scanAccount(row *sql.Row) (Account, string, error) {
 	if err != nil {
 		return Account{}, "", fmt.Errorf("identity: read account: %w", err)
 	}
-	acc.Role = parseRole(role)
+	acc.Role = auth.RoleOf(role)
 	acc.CreatedAt = sqldb.Time(created)
 	return acc, hash, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/auth"
 )
 
 // bearerLeeway matches the gateway's allowance for clock skew.
@@ -67,7 +68,7 @@ func (v *bearerVerifier) caller(ctx context.Context, h http.Header) (*authv1.Cal
 			return nil, apperr.E(apperr.Unauthenticated, "invalid_token", "the access token is invalid or expired")
 		}
 	}
-	role := parseRole(c.Role)
+	role := auth.RoleOf(c.Role)
 	if c.Subject == "" || role == authv1.Role_ROLE_UNSPECIFIED {
 		return nil, apperr.E(apperr.Unauthenticated, "invalid_token", "the access token has no subject or role")
 	}

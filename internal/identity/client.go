@@ -16,6 +16,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
+	"github.com/rideshare-platform/rideshare/internal/auth"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 )
 
@@ -255,6 +256,6 @@ func (cs *clients) seed(ctx context.Context, operatorSecret string) error {
 		id:         OperatorClientID,
 		secretHash: hash,
 		grantTypes: []oidc.GrantType{oidc.GrantTypeClientCredentials},
-		role:       roleName(authv1.Role_ROLE_ADMIN),
+		role:       auth.RoleName(authv1.Role_ROLE_ADMIN),
 	})
 }

@@ -11,6 +11,7 @@ import (
 	identityv1 "github.com/rideshare-platform/rideshare/api/identity/v1"
 	"github.com/rideshare-platform/rideshare/api/identity/v1/identityv1connect"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/auth"
 )
 
 // rpc serves IdentityService: accounts. Tokens are not issued here but by
@@ -96,7 +97,7 @@ func (h *rpc) SetRole(ctx context.Context, req *connect.Request[identityv1.SetRo
 		return nil, err
 	}
 	if res.changed {
-		h.audit.roleChanged(ctx, caller.GetUserId(), res.account.ID, roleName(res.previous), roleName(res.account.Role))
+		h.audit.roleChanged(ctx, caller.GetUserId(), res.account.ID, auth.RoleName(res.previous), auth.RoleName(res.account.Role))
 	}
 	return connect.NewResponse(&identityv1.SetRoleResponse{
 		Account: accountProto(res.account), PreviousRole: res.previous, Changed: res.changed,

@@ -12,6 +12,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/auth"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 )
 
@@ -199,7 +200,7 @@ func (s *storage) roleOf(ctx context.Context, subject string) (string, error) {
 	if err != nil {
 		return "", oidc.ErrServerError().WithParent(err)
 	}
-	return roleName(acc.Role), nil
+	return auth.RoleName(acc.Role), nil
 }
 
 // SetUserinfoFromScopes is deprecated by the library in favour of
