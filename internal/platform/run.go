@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	"log/slog"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rideshare-platform/rideshare/internal/apperr"
 	"github.com/rideshare-platform/rideshare/internal/auth"
 	"github.com/rideshare-platform/rideshare/internal/broker"
 	"github.com/rideshare-platform/rideshare/internal/faults"
@@ -179,11 +181,37 @@ func adminAuthenticator(ctx context.Context, cfg Config, client *http.Client, lo
 	if identity == "" || cfg.PublicURL == "" {
 		return nil, nil
 	}
-	v, err := auth.NewVerifier(ctx, client, identity+"/oauth2/jwks", cfg.PublicURL, log)
-	if err != nil {
-		return nil, err
+	return &lazyVerifier{build: func() (*auth.Verifier, error) {
+		return auth.NewVerifier(ctx, client, identity+"/oauth2/jwks", cfg.PublicURL, log)
+	}}, nil
+}
+
+// lazyVerifier builds the admin token verifier on the first admin request.
+// Building it fetches identity's keys, and at start-up identity may not
+// serve yet (or be this very process): fetching then would hold every
+// service's start for the fetch timeout. Admin calls are rare; the first
+// one pays for the fetch.
+type lazyVerifier struct {
+	build func() (*auth.Verifier, error)
+	mu    sync.Mutex
+	v     *auth.Verifier
+}
+
+// Caller verifies r's bearer token, building the verifier if needed; a
+// failed build is retried on the next request.
+func (l *lazyVerifier) Caller(r *http.Request) (*authv1.Caller, error) {
+	l.mu.Lock()
+	if l.v == nil {
+		v, err := l.build()
+		if err != nil {
+			l.mu.Unlock()
+			return nil, apperr.Wrap(err, apperr.Unavailable, "", "admin tokens cannot be checked right now")
+		}
+		l.v = v
 	}
-	return v, nil
+	v := l.v
+	l.mu.Unlock()
+	return v.Caller(r)
 }
 
 // runWorker keeps w running until ctx ends, restarting it with capped
