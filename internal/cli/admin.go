@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -150,39 +149,21 @@ func (t *adminTarget) fill(dir string) error {
 	return nil
 }
 
-// tokenResponse is the OAuth token endpoint's answer, or its error.
-type tokenResponse struct {
-	AccessToken      string `json:"access_token"`
-	ExpiresIn        int64  `json:"expires_in"`
-	Error            string `json:"error"`
-	ErrorDescription string `json:"error_description"`
-}
-
 // operatorToken gets an access token for the operator client with the
 // client_credentials grant.
 func operatorToken(ctx context.Context, client *http.Client, t adminTarget) (*tokenResponse, error) {
 	endpoint := t.gateway + "/oauth2/token"
-	body := strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode())
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	// RFC 6749, section 2.3.1: both are form-encoded before basic auth.
-	req.SetBasicAuth(url.QueryEscape(t.clientID), url.QueryEscape(t.clientSecret))
-	res, err := client.Do(req)
+	tok, err := requestOperatorToken(ctx, client, endpoint, t.clientID, t.clientSecret)
 	if err != nil {
 		return nil, fmt.Errorf("getting an operator token from %s: %w", endpoint, err)
 	}
-	defer res.Body.Close()
-	var tok tokenResponse
-	if err := json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&tok); err != nil {
-		return nil, fmt.Errorf("getting an operator token from %s: %s, not a token response", endpoint, res.Status)
-	}
-	if res.StatusCode != http.StatusOK || tok.AccessToken == "" {
+	if tok.status != http.StatusOK || tok.AccessToken == "" {
+		if tok.Error == "" && tok.Code == "" {
+			return nil, fmt.Errorf("getting an operator token from %s: %d, not a token response", endpoint, tok.status)
+		}
 		return nil, fmt.Errorf("%s refused the operator credential of client %q: %s %s", endpoint, t.clientID, tok.Error, tok.ErrorDescription)
 	}
-	return &tok, nil
+	return tok, nil
 }
 
 // caller is who the token says it speaks for, read from its payload for

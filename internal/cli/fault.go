@@ -242,54 +242,35 @@ type gatewayUnavailable struct{ msg string }
 func (e *gatewayUnavailable) Error() string { return e.msg }
 
 func (p *faultPlatform) requestToken(ctx context.Context, base string) (string, error) {
-	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {p.clientID}, "client_secret": {p.clientSecret}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/oauth2/token", strings.NewReader(form.Encode()))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	resp, err := p.http.Do(req)
+	tok, err := requestOperatorToken(ctx, p.http, base+"/oauth2/token", p.clientID, p.clientSecret)
 	if err != nil {
 		if p.stateFile != "" {
 			return "", fmt.Errorf("the platform is not running: the gateway at %s does not answer (%v); start it with `rideshare up`", base, unwrapURLError(err))
 		}
 		return "", fmt.Errorf("the gateway at %s does not answer: %v", base, unwrapURLError(err))
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode == http.StatusOK {
-		var t struct {
-			AccessToken string `json:"access_token"`
+	if tok.status == http.StatusOK {
+		if tok.AccessToken == "" {
+			return "", fmt.Errorf("the token endpoint at %s answered without an access token: %.200s", base, tok.body)
 		}
-		if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
-			return "", fmt.Errorf("the token endpoint at %s answered without an access token: %.200s", base, body)
-		}
-		return t.AccessToken, nil
+		return tok.AccessToken, nil
 	}
-	var oauth struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-		Code        string `json:"code"`
-		Detail      string `json:"detail"`
-	}
-	_ = json.Unmarshal(body, &oauth)
 	switch {
-	case resp.StatusCode >= 500 || oauth.Code == faults.Code:
-		return "", &gatewayUnavailable{fmt.Sprintf("the gateway at %s could not issue a token (%s)%s", base,
-			resp.Status, describeRemote(oauth.Detail, oauth.Code, body))}
-	case resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnauthorized:
+	case tok.status >= 500 || tok.Code == faults.Code:
+		return "", &gatewayUnavailable{fmt.Sprintf("the gateway at %s could not issue a token (%d %s)%s", base,
+			tok.status, http.StatusText(tok.status), describeRemote(tok.Detail, tok.Code, tok.body))}
+	case tok.status == http.StatusBadRequest || tok.status == http.StatusUnauthorized:
 		where := "--client-id/--client-secret"
 		if p.stateFile != "" && p.clientID != "" {
 			where = p.stateFile
 		}
-		reason := oauth.Error
-		if oauth.Description != "" {
-			reason += ": " + oauth.Description
+		reason := tok.Error
+		if tok.ErrorDescription != "" {
+			reason += ": " + tok.ErrorDescription
 		}
 		return "", fmt.Errorf("the gateway refused the operator credential (client %q from %s): the credential is wrong (%s)", p.clientID, where, reason)
 	}
-	return "", fmt.Errorf("the token endpoint at %s answered %s%s", base, resp.Status, describeRemote(oauth.Detail, oauth.Code, body))
+	return "", fmt.Errorf("the token endpoint at %s answered %d %s%s", base, tok.status, http.StatusText(tok.status), describeRemote(tok.Detail, tok.Code, tok.body))
 }
 
 // call sends one request to a service's fault switch and returns the faults

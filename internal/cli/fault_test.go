@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/url"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -95,9 +96,10 @@ func newFakePlatform(t *testing.T) *fakePlatform {
 	p := &fakePlatform{dir: t.TempDir(), gateway: newSwitchStub(t), payments: newSwitchStub(t), user: newSwitchStub(t)}
 	p.gateway.mux.HandleFunc("POST /oauth2/token", func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
+		id, secret := clientCredentials(r)
 		p.mu.Lock()
 		p.tokenRequests = append(p.tokenRequests, map[string]string{"grant_type": r.PostForm.Get("grant_type"),
-			"client_id": r.PostForm.Get("client_id"), "client_secret": r.PostForm.Get("client_secret")})
+			"client_id": id, "client_secret": secret})
 		fails := p.tokenFails
 		p.mu.Unlock()
 		if fails != nil {
@@ -116,11 +118,22 @@ func newFakePlatform(t *testing.T) *fakePlatform {
 	return p
 }
 
+// clientCredentials reads a client's id and secret the two ways RFC 6749
+// allows: HTTP Basic (form-encoded values) or the form body.
+func clientCredentials(r *http.Request) (id, secret string) {
+	if u, p, ok := r.BasicAuth(); ok {
+		id, _ = url.QueryUnescape(u)
+		secret, _ = url.QueryUnescape(p)
+		return id, secret
+	}
+	return r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+}
+
 // issueToken is a token endpoint for the test credential.
 func issueToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	if r.PostForm.Get("grant_type") != "client_credentials" || r.PostForm.Get("client_id") != faultClientID ||
-		r.PostForm.Get("client_secret") != faultSecret {
+	if id, secret := clientCredentials(r); r.PostForm.Get("grant_type") != "client_credentials" || id != faultClientID ||
+		secret != faultSecret {
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = w.Write([]byte(`{"error":"invalid_client","error_description":"client authentication failed"}`))
 		return
