@@ -181,16 +181,21 @@ func (s *store) drivers(ctx context.Context, since time.Time, onlineOnly bool) (
 
 // lockedDrivers is every driver held by a lock.
 func (s *store) lockedDrivers(ctx context.Context) (map[string]bool, error) {
-	rows, err := s.db.Reader().QueryContext(ctx, `SELECT driver_id FROM driver_locks`)
+	return driverSet(ctx, s.db.Reader(), "read locks", `SELECT driver_id FROM driver_locks`)
+}
+
+// driverSet runs a query of driver ids and returns them as a set.
+func driverSet(ctx context.Context, q querier, what, query string, args ...any) (map[string]bool, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("dispatch: read locks: %w", err)
+		return nil, fmt.Errorf("dispatch: %s: %w", what, err)
 	}
 	defer rows.Close()
 	out := map[string]bool{}
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("dispatch: read locks: %w", err)
+			return nil, fmt.Errorf("dispatch: %s: %w", what, err)
 		}
 		out[id] = true
 	}
@@ -297,20 +302,7 @@ func (s *store) updateSearch(ctx context.Context, tx *sqldb.Tx, se *search, now 
 // it, ignored it or holds it now (withdrawn offers do not count: the driver
 // never had a fair chance to answer).
 func (s *store) offeredDrivers(ctx context.Context, tx *sqldb.Tx, rideID string) (map[string]bool, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT driver_id FROM offers WHERE ride_id = $1 AND status <> $2`, rideID, offerWithdrawn)
-	if err != nil {
-		return nil, fmt.Errorf("dispatch: read offers: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("dispatch: read offers: %w", err)
-		}
-		out[id] = true
-	}
-	return out, rows.Err()
+	return driverSet(ctx, tx, "read offers", `SELECT driver_id FROM offers WHERE ride_id = $1 AND status <> $2`, rideID, offerWithdrawn)
 }
 
 // insertOffer opens an offer; false if the ride already has an open one.
