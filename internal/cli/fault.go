@@ -48,7 +48,7 @@ func runFault(ctx context.Context, env Env, args []string) error {
 	clientID := fs.String("client-id", envOr(env, "RIDESHARE_CLIENT_ID", ""), "operator client id [RIDESHARE_CLIENT_ID]")
 	clientSecret := fs.String("client-secret", envOr(env, "RIDESHARE_CLIENT_SECRET", ""), "operator client secret [RIDESHARE_CLIENT_SECRET]")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a call that takes longer than this")
-	overrides := peerList{}
+	overrides := keyValues{}
 	fs.Var(overrides, "service", "NAME=URL where to reach a service's admin switch; repeatable")
 
 	target, err := parseFaultArgs(fs, env, args)
@@ -163,7 +163,7 @@ type faultPlatform struct {
 
 // findFaultPlatform reads the local platform's state file, or takes a
 // remote platform from flags; --service overrides either.
-func findFaultPlatform(data, gateway, clientID, clientSecret string, overrides peerList) (*faultPlatform, error) {
+func findFaultPlatform(data, gateway, clientID, clientSecret string, overrides keyValues) (*faultPlatform, error) {
 	p := &faultPlatform{services: map[string]string{}}
 	if gateway == "" {
 		st, err := ReadState(data)

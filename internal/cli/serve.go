@@ -21,10 +21,10 @@ import (
 // brokerName is the pseudo-service `serve` runs as the embedded broker.
 const brokerName = "broker"
 
-// peerList is a repeatable NAME=VALUE flag (--peer, --set).
-type peerList map[string]string
+// keyValues is a repeatable NAME=VALUE flag: --peer, --set.
+type keyValues map[string]string
 
-func (p peerList) String() string {
+func (p keyValues) String() string {
 	parts := make([]string, 0, len(p))
 	for k, v := range p {
 		parts = append(parts, k+"="+v)
@@ -33,7 +33,7 @@ func (p peerList) String() string {
 	return strings.Join(parts, ",")
 }
 
-func (p peerList) Set(s string) error {
+func (p keyValues) Set(s string) error {
 	for _, kv := range strings.Split(s, ",") {
 		name, u, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok || name == "" || u == "" {
@@ -71,14 +71,14 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	publicURL := fs.String("public-url", envOr(env, "RIDESHARE_PUBLIC_URL", ""), "the gateway's public base URL, which is also the token issuer [RIDESHARE_PUBLIC_URL]")
 	dev := fs.Bool("dev", envOr(env, "RIDESHARE_DEV", "") == "true", "developer mode: allows the first-party password grant; never in production [RIDESHARE_DEV=true]")
 	logLevel := fs.String("log-level", envOr(env, "RIDESHARE_LOG_LEVEL", "info"), "debug, info, warn or error [RIDESHARE_LOG_LEVEL]")
-	peers := peerList{}
+	peers := keyValues{}
 	if v := env.Getenv("RIDESHARE_PEERS"); v != "" {
 		if err := peers.Set(v); err != nil {
 			return fmt.Errorf("RIDESHARE_PEERS: %w", err)
 		}
 	}
 	fs.Var(peers, "peer", "NAME=URL of a service this one calls; repeatable or comma-separated [RIDESHARE_PEERS]")
-	settings := peerList{}
+	settings := keyValues{}
 	if v := env.Getenv("RIDESHARE_SET"); v != "" {
 		if err := settings.Set(v); err != nil {
 			return fmt.Errorf("RIDESHARE_SET: %w", err)

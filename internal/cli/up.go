@@ -41,7 +41,7 @@ func runUp(ctx context.Context, env Env, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "public address of the gateway (port 0 picks a free one)")
 	data := fs.String("data", ".rideshare", "data folder: databases, broker store, logs, "+StateFile)
 	fleet := fs.Int("fleet", 30, "simulated drivers that roam the demo city and take rides (0: none)")
-	settings := peerList{}
+	settings := keyValues{}
 	fs.Var(settings, "set", "KEY=VALUE service setting passed to every service, e.g. payments.decline_rate=0.1 or\ndispatch.offer_ttl=10s; repeatable (see each service's settings in the README)")
 	if err := parse(fs, env, args); err != nil {
 		return err
@@ -147,7 +147,7 @@ type platformPlan struct {
 
 // planPlatform opens every service's socket now, so every address is known
 // before anything starts and each process keeps its port across restarts.
-func planPlatform(env Env, exe, dir, listen, secret string, settings peerList) (p platformPlan, err error) {
+func planPlatform(env Env, exe, dir, listen, secret string, settings keyValues) (p platformPlan, err error) {
 	var opened []*net.TCPListener
 	defer func() {
 		if err != nil {
@@ -199,7 +199,7 @@ func planPlatform(env Env, exe, dir, listen, secret string, settings peerList) (
 		lns[s.Name] = l
 		p.services[s.Name] = "http://" + l.Addr().String()
 	}
-	peers := peerList(p.services).String()
+	peers := keyValues(p.services).String()
 	for _, s := range env.Services {
 		group := groupServices
 		if s.Name == "gateway" {
