@@ -166,3 +166,38 @@ func TestBreakerIsPerDependency(t *testing.T) {
 		}
 	})
 }
+
+// TestRetryRefusedByTheBreaker: a call whose own failed attempt opens the
+// breaker was not refused at once: the peer failed it, so its caller hears
+// the peer's failure and the metrics count a failure, as when the retry
+// budget refuses the retry. Only the calls after it are circuit_open.
+func TestRetryRefusedByTheBreaker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, breakerSettings, false)
+		e.payments.set(down)
+		for range 9 {
+			_ = e.write(context.Background())
+		}
+		err := e.read(context.Background()) // its first attempt is the tenth failure: the breaker opens and refuses the retry
+		if !apperr.Is(err, apperr.Unavailable) || apperr.CodeOf(err) == CodeCircuitOpen {
+			t.Fatalf("the call that opened the breaker: %v (%s), want the peer's own failure", err, apperr.CodeOf(err))
+		}
+		if n := e.payments.calls.Load(); n != 10 || breakerState(t, e, "payments") != "open" {
+			t.Fatalf("%d calls reached the peer, breaker %s; want 10 and open", n, breakerState(t, e, "payments"))
+		}
+		if err := e.read(context.Background()); apperr.CodeOf(err) != CodeCircuitOpen {
+			t.Fatalf("the next call: %v, want circuit_open", err)
+		}
+		for _, c := range []struct {
+			series string
+			want   float64
+		}{
+			{`rideshare_dependency_calls_total{peer="payments",result="failure"}`, 10},
+			{`rideshare_dependency_calls_total{peer="payments",result="circuit_open"}`, 1},
+		} {
+			if got := gauge(t, e, c.series); got != c.want {
+				t.Errorf("%s = %v, want %v", c.series, got, c.want)
+			}
+		}
+	})
+}

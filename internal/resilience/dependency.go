@@ -104,6 +104,13 @@ func (d *dependency) call(ctx context.Context, req connect.AnyRequest, next conn
 	}
 	var ae *attemptError
 	switch {
+	case (errors.Is(err, circuitbreaker.ErrOpen) || errors.Is(err, bulkhead.ErrFull)) && last != nil:
+		// An attempt reached the peer and failed, and the breaker (opened
+		// by that failure, or another's) or the bulkhead refused the
+		// retry. The call was not refused at once: like a retry the budget
+		// refuses, the caller gets the peer's failure, and it counts as one.
+		d.metrics.result(resultFailure)
+		return nil, last
 	case errors.Is(err, circuitbreaker.ErrOpen):
 		d.metrics.result(resultCircuitOpen)
 		if left := d.breaker.RemainingDelay(); left > 0 {

@@ -90,11 +90,11 @@ func TestPolicySettings(t *testing.T) {
 	if err != nil || pol != defaultPolicy {
 		t.Fatalf("defaults: %+v %v", pol, err)
 	}
-	pol, err = policyFrom(set(map[string]string{"rides.search_timeout": "90s", "rides.cancel_grace": "5m", "rides.cancel_fee": "0"}))
-	if err != nil || pol.searchTimeout.Seconds() != 90 || pol.cancelGrace.Minutes() != 5 || pol.cancelFee != 0 {
+	pol, err = policyFrom(set(map[string]string{"rides.search_timeout": "90s", "rides.cancel_grace": "5m", "rides.cancel_fee": "0", "rides.hold_timeout": "12s"}))
+	if err != nil || pol.searchTimeout.Seconds() != 90 || pol.cancelGrace.Minutes() != 5 || pol.cancelFee != 0 || pol.holdTimeout.Seconds() != 12 {
 		t.Fatalf("settings: %+v %v", pol, err)
 	}
-	for _, bad := range []map[string]string{{"rides.search_timeout": "soon"}, {"rides.cancel_grace": "-1s"}, {"rides.cancel_fee": "-5"}} {
+	for _, bad := range []map[string]string{{"rides.search_timeout": "soon"}, {"rides.cancel_grace": "-1s"}, {"rides.cancel_fee": "-5"}, {"rides.hold_timeout": "0s"}} {
 		if _, err := policyFrom(set(bad)); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

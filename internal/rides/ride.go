@@ -59,10 +59,16 @@ type policy struct {
 	// cancelFee is charged (in the fare's minor units, never more than the
 	// hold) for a cancellation after the grace period.
 	cancelFee int64
+	// holdTimeout is how long after the request the saga keeps trying to
+	// place the hold before it ends the ride, so that a rider hears within
+	// it, rather than waiting "requested" for as long as payments is down.
+	holdTimeout time.Duration
 }
 
-// defaultPolicy is what the settings default to.
-var defaultPolicy = policy{searchTimeout: 60 * time.Second, cancelGrace: 2 * time.Minute, cancelFee: 500}
+// defaultPolicy is what the settings default to. The hold gets 30 s: three
+// of the saga's 10 s steps, each with room for two of payments' 5 s
+// attempts; a card network that misses all of them is down for this rider.
+var defaultPolicy = policy{searchTimeout: 60 * time.Second, cancelGrace: 2 * time.Minute, cancelFee: 500, holdTimeout: 30 * time.Second}
 
 // Ride is the aggregate: one trip request, its progress and the saga steps
 // it still owes. Its state is unexported and changes only through the
@@ -188,6 +194,45 @@ func (r *Ride) declined(reason string, now time.Time) error {
 		r.advance(now, stepAuthorize) // no hold: the void behind it has nothing to do
 	default:
 		return r.refuse("decline")
+	}
+	return nil
+}
+
+// holdDeadline is when a ride waiting for its hold stops waiting; ok is
+// false for a ride not waiting for one.
+func (r *Ride) holdDeadline(pol policy) (by time.Time, ok bool) {
+	if r.status != StatusRequested || r.plan.head() != stepAuthorize {
+		return time.Time{}, false
+	}
+	return r.createdAt.Add(pol.holdTimeout), true
+}
+
+// retryHoldBy brings a failed authorization's next try forward to the hold
+// deadline when its backoff would pass it: the rider hears at the
+// deadline, not a backoff after it.
+func (r *Ride) retryHoldBy(pol policy) {
+	if by, ok := r.holdDeadline(pol); ok && r.plan.due.After(by) {
+		r.plan.due = by
+	}
+}
+
+// holdTimedOut ends a ride whose hold was not placed by its deadline. An
+// authorization may have reached payments all the same, so, as when a
+// rider cancels meanwhile, the saga still finishes it to learn of a hold
+// and voids what it finds. The ride is cancelled, not payment_declined:
+// the rider's card was not refused, and another try may well work.
+func (r *Ride) holdTimedOut(pol policy, now time.Time) error {
+	switch {
+	case r.status == StatusRequested && r.plan.head() == stepAuthorize:
+		r.move(StatusCancelled, fmt.Sprintf("payment unavailable: the hold was not placed within %s", pol.holdTimeout), now)
+		r.setSteps(now, []step{stepAuthorize, stepVoid}, false)
+		// Its last try has just failed: the next waits a backoff, as after
+		// any failure.
+		r.plan.due = now.Add(backoff(r.plan.tries))
+	case r.status == StatusCancelled && r.plan.head() == stepAuthorize:
+		// The rider cancelled first: the cancel already owes the same.
+	default:
+		return r.refuse("time out the hold of")
 	}
 	return nil
 }

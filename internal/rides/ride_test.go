@@ -93,19 +93,20 @@ func TestTransitions(t *testing.T) {
 		{"search_timeout", func(r *Ride) error { return r.searchTimedOut(t1) }},
 		{"rider_cancel", func(r *Ride) error { return r.cancelByRider(defaultPolicy, "rider cancelled", t1) }},
 		{"driver_cancel", func(r *Ride) error { return r.cancelByDriver("d1", "gave up", t1.Add(time.Minute), t1) }},
+		{"hold_timeout", func(r *Ride) error { return r.holdTimedOut(defaultPolicy, t1) }},
 	}
 	// One row per status, one column per event above: the status the event
 	// leads to, "=" for accepted without a status change, "x" for refused.
 	table := map[Status]string{
-		StatusRequested:       "x  searching  payment_declined  x  x  x  x  x  x  cancelled  x",
-		StatusSearching:       "x  x  x  driver_assigned  x  x  x  no_driver  no_driver  cancelled  x",
-		StatusDriverAssigned:  "x  x  x  =  driver_arrived  x  x  =  x  cancelled  searching",
-		StatusDriverArrived:   "x  x  x  =  =  in_progress  x  =  x  cancelled  searching",
-		StatusInProgress:      "x  x  x  =  x  =  completed  =  x  x  x",
-		StatusCompleted:       "x  x  x  =  x  x  =  =  x  x  x",
-		StatusCancelled:       "x  x  x  =  x  x  x  =  x  =  =",
-		StatusPaymentDeclined: "x  x  x  x  x  x  x  x  x  x  x",
-		StatusNoDriver:        "x  x  x  =  x  x  x  =  x  x  x",
+		StatusRequested:       "x  searching  payment_declined  x  x  x  x  x  x  cancelled  x  cancelled",
+		StatusSearching:       "x  x  x  driver_assigned  x  x  x  no_driver  no_driver  cancelled  x  x",
+		StatusDriverAssigned:  "x  x  x  =  driver_arrived  x  x  =  x  cancelled  searching  x",
+		StatusDriverArrived:   "x  x  x  =  =  in_progress  x  =  x  cancelled  searching  x",
+		StatusInProgress:      "x  x  x  =  x  =  completed  =  x  x  x  x",
+		StatusCompleted:       "x  x  x  =  x  x  =  =  x  x  x  x",
+		StatusCancelled:       "x  x  x  =  x  x  x  =  x  =  =  x",
+		StatusPaymentDeclined: "x  x  x  x  x  x  x  x  x  x  x  x",
+		StatusNoDriver:        "x  x  x  =  x  x  x  =  x  x  x  x",
 	}
 	if len(table) != len(Statuses) {
 		t.Fatalf("the table covers %d statuses, want all %d", len(table), len(Statuses))

@@ -135,7 +135,16 @@ type outcome func(r *Ride, now time.Time) error
 func (s *saga) execute(ctx context.Context, snap *Ride) {
 	st := snap.plan.head()
 	started := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, s.stepTimeout)
+	timeout := s.stepTimeout
+	if by, ok := snap.holdDeadline(s.policy); ok {
+		// The last try of a hold ends at the deadline. Past it (a step
+		// that last ran in a process that died) it gets a whole step, so
+		// that a restart does not end every ride it was holding.
+		if left := by.Sub(s.now()); left > 0 {
+			timeout = min(timeout, left)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	apply, callErr := s.call(cctx, snap, st)
 	cancel()
 	if ctx.Err() != nil {
@@ -169,6 +178,7 @@ func (s *saga) execute(ctx context.Context, snap *Ride) {
 		}
 		result = "retry"
 		r.stepFailed(st, callErr, now)
+		r.retryHoldBy(s.policy)
 		return nil
 	})
 	if err != nil {
@@ -189,6 +199,10 @@ func (s *saga) execute(ctx context.Context, snap *Ride) {
 			"retry_at", r.plan.due, "err", failure)
 	case "ended":
 		s.log.Info("saga: step refused; ride ended", "ride", snap.id, "step", st, "status", r.status, "err", failure)
+	case "ok":
+		if r.status.Terminal() && !snap.status.Terminal() { // a decline, the search watchdog, the hold deadline
+			s.log.Info("saga: ride ended", "ride", snap.id, "step", st, "status", r.status, "reason", r.reason)
+		}
 	}
 }
 
@@ -221,6 +235,12 @@ func (s *saga) call(ctx context.Context, snap *Ride, st step) (outcome, error) {
 		return func(r *Ride, now time.Time) error { return r.quoted(fare, now) }, nil
 
 	case stepAuthorize:
+		if by, ok := snap.holdDeadline(s.policy); ok && snap.plan.lastError != "" && !s.now().Before(by) {
+			// Tried and failed until the deadline: end the ride without
+			// another call. (A hold whose last try never came back is
+			// tried once more first.)
+			return func(r *Ride, now time.Time) error { return r.holdTimedOut(s.policy, now) }, nil
+		}
 		p, err := s.payments.Authorize(ctx, &paymentsv1.AuthorizeRequest{
 			Caller: sagaCaller, IdempotencyKey: snap.id + ":authorize", RideId: snap.id, RiderId: snap.riderID,
 			Amount: moneyProto(snap.fare), PaymentMethod: snap.paymentMethod,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	dispatchv1 "github.com/rideshare-platform/rideshare/api/dispatch/v1"
+	paymentsv1 "github.com/rideshare-platform/rideshare/api/payments/v1"
 	ridesv1 "github.com/rideshare-platform/rideshare/api/rides/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
 	"github.com/rideshare-platform/rideshare/internal/broker"
@@ -312,6 +314,81 @@ func TestPaymentsDown(t *testing.T) {
 	if got := counter(t, h.metrics.stepRetries.WithLabelValues("authorize")); got != 5 {
 		t.Fatalf("retries metric %v, want 5", got)
 	}
+}
+
+// TestHoldDeadline: while payments is down the saga keeps trying to place
+// the hold, each try ending by the hold deadline and none due after it; at
+// the deadline the ride is cancelled without one more call, and once
+// payments is back the authorization left behind is settled and its hold
+// voided.
+func TestHoldDeadline(t *testing.T) {
+	h := newHarness(t)
+	spy := &deadlineSpy{payer: h.payments}
+	h.saga.payments = spy
+	h.payments.fail["authorize"] = unavailable(1000)
+	id := h.request("alice").GetId()
+	deadline := h.clock.Now().Add(defaultPolicy.holdTimeout)
+	for h.clock.Now().Before(deadline) {
+		h.drive()
+		r := h.wantStatus(id, StatusRequested)
+		if left := deadline.Sub(h.clock.Now()); spy.left() > left {
+			t.Fatalf("a try %s before the deadline was given %s", left, spy.left())
+		}
+		if r.plan.due.After(deadline) || !r.plan.due.After(h.clock.Now()) {
+			t.Fatalf("next try due %s, want after now (%s) and by the deadline (%s)", r.plan.due, h.clock.Now(), deadline)
+		}
+		h.clock.Advance(r.plan.due.Sub(h.clock.Now()))
+	}
+	calls := h.payments.callCount("authorize")
+	h.drive()
+	r := h.wantStatus(id, StatusCancelled)
+	if n := h.payments.callCount("authorize"); n != calls {
+		t.Fatalf("%d more authorizations at the deadline, want none", n-calls)
+	}
+	if want := "payment unavailable: the hold was not placed within 30s"; r.reason != want {
+		t.Fatalf("reason %q, want %q", r.reason, want)
+	}
+	if !slices.Equal(r.plan.steps, []step{stepAuthorize, stepVoid}) || !r.plan.due.After(h.clock.Now()) {
+		t.Fatalf("plan %v due %s: the authorization must be settled, after a backoff", r.plan.steps, r.plan.due)
+	}
+	if rc, _ := h.receipt(id, rider("alice")); rc.GetStatus() != ridesv1.ReceiptStatus_RECEIPT_STATUS_NOT_CHARGED {
+		t.Fatalf("receipt %v, want not charged", rc)
+	}
+	if got := h.statusEvents(id); !slices.Equal(got, []string{"requested>cancelled"}) {
+		t.Fatalf("status events %v", got)
+	}
+
+	h.payments.fail["authorize"] = nil
+	h.clock.Advance(backoffCap)
+	h.drive()
+	r = h.wantStatus(id, StatusCancelled)
+	holds, captures, voids := h.payments.counts(id)
+	if holds != 1 || voids != 1 || captures != 0 || len(r.plan.steps) != 0 || len(h.dispatch.searchesOf(id)) != 0 {
+		t.Fatalf("holds %d voids %d captures %d plan %v searches %d; want the late hold voided and no search",
+			holds, voids, captures, r.plan.steps, len(h.dispatch.searchesOf(id)))
+	}
+}
+
+// deadlineSpy records how long the last authorization was given.
+type deadlineSpy struct {
+	payer
+	mu   sync.Mutex
+	last time.Duration
+}
+
+func (d *deadlineSpy) Authorize(ctx context.Context, req *paymentsv1.AuthorizeRequest) (*paymentsv1.Payment, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		d.mu.Lock()
+		d.last = time.Until(dl)
+		d.mu.Unlock()
+	}
+	return d.payer.Authorize(ctx, req)
+}
+
+func (d *deadlineSpy) left() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.last
 }
 
 // TestCaptureNeverGivesUp: once the trip started the saga only goes

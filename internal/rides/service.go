@@ -82,6 +82,7 @@ func policyFrom(setting func(key, def string) string) (policy, error) {
 	for key, dst := range map[string]*time.Duration{
 		"rides.search_timeout": &pol.searchTimeout,
 		"rides.cancel_grace":   &pol.cancelGrace,
+		"rides.hold_timeout":   &pol.holdTimeout,
 	} {
 		v := setting(key, dst.String())
 		if *dst, err = time.ParseDuration(v); err != nil || *dst <= 0 {
