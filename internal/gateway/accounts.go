@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
@@ -106,19 +107,40 @@ func (g *Gateway) signup(w http.ResponseWriter, r *http.Request, _ *authv1.Calle
 		g.deps.Log.WarnContext(r.Context(), "profile not created at signup; the account event will create it", "account", a.GetId(), "err", err)
 	} else {
 		out = profileFromProto(prof.Msg.GetProfile()) // what GET /v1/me will show
+		g.profiles.put(out)
 	}
 	w.Header().Set("Location", "/v1/me")
 	return writeJSON(w, http.StatusCreated, out)
 }
 
-// me is the caller's own profile.
+// me is the caller's own profile. While users is down it is the copy the
+// gateway last relayed, if it has one (profilecache.go), marked stale.
 func (g *Gateway) me(w http.ResponseWriter, r *http.Request, c *authv1.Caller) error {
 	res, err := g.users.GetProfile(r.Context(), connect.NewRequest(&usersv1.GetProfileRequest{Caller: c}))
 	if err != nil {
-		return err
+		if !dependencyDown(r.Context(), err) {
+			g.profiles.forget(c.GetUserId()) // users answered: an older copy must not contradict it later
+			return err
+		}
+		p, age, ok := g.profiles.get(c.GetUserId())
+		if !ok {
+			return err
+		}
+		g.fellBack(r.Context(), routeMe, err)
+		// The body is the one users would give; only the headers tell a
+		// client it is a copy, and how old (RFC 9111 Age; Warning 110 from
+		// RFC 7234, which clients and proxies still recognise).
+		w.Header().Set("Warning", staleWarning)
+		w.Header().Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+		return writeJSON(w, http.StatusOK, p)
 	}
-	return writeJSON(w, http.StatusOK, profileFromProto(res.Msg.GetProfile()))
+	out := profileFromProto(res.Msg.GetProfile())
+	g.profiles.put(out)
+	return writeJSON(w, http.StatusOK, out)
 }
+
+// staleWarning marks an answer served from the gateway's copy.
+const staleWarning = `110 - "response is stale"`
 
 func profileFromProto(p *usersv1.Profile) profileJSON {
 	out := profileJSON{

@@ -112,18 +112,25 @@ func (g *Gateway) estimate(w http.ResponseWriter, r *http.Request, c *authv1.Cal
 	}
 	res, err := g.pricing.Estimate(r.Context(), connect.NewRequest(&pricingv1.EstimateRequest{Caller: c, Pickup: pickup, Dropoff: dropoff, QuoteId: in.QuoteID}))
 	if err != nil {
-		return err
+		if !dependencyDown(r.Context(), err) {
+			return err // the caller's mistake, or pricing's answer: not ours to replace
+		}
+		return g.estimateWithoutPricing(w, r, pickup, dropoff, err)
 	}
 	e := res.Msg.GetEstimate()
-	return writeJSON(w, http.StatusOK, struct {
-		Fare            *moneyJSON `json:"fare"`
-		DistanceMeters  int32      `json:"distance_meters"`
-		DurationSeconds int32      `json:"duration_seconds"`
-		Surge           float64    `json:"surge"`
-		Degraded        bool       `json:"degraded"`
-		QuoteID         string     `json:"quote_id,omitempty"`
-		ExpiresAt       *time.Time `json:"expires_at,omitempty"`
-	}{moneyOut(e.GetFare()), e.GetDistanceMeters(), e.GetDurationSeconds(), e.GetSurgeMultiplier(), e.GetDegraded(), e.GetQuoteId(), optTime(e.GetExpiresAt().AsTime(), e.GetExpiresAt() != nil)})
+	return writeJSON(w, http.StatusOK, estimateJSON{moneyOut(e.GetFare()), e.GetDistanceMeters(), e.GetDurationSeconds(), e.GetSurgeMultiplier(),
+		e.GetDegraded(), e.GetQuoteId(), optTime(e.GetExpiresAt().AsTime(), e.GetExpiresAt() != nil)})
+}
+
+// estimateJSON is a fare estimate as the public API shows it.
+type estimateJSON struct {
+	Fare            *moneyJSON `json:"fare"`
+	DistanceMeters  int32      `json:"distance_meters"`
+	DurationSeconds int32      `json:"duration_seconds"`
+	Surge           float64    `json:"surge"`
+	Degraded        bool       `json:"degraded"`
+	QuoteID         string     `json:"quote_id,omitempty"`
+	ExpiresAt       *time.Time `json:"expires_at,omitempty"`
 }
 
 func optTime(t time.Time, ok bool) *time.Time {

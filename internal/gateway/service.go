@@ -51,13 +51,16 @@ type Gateway struct {
 	peers         map[string]string
 	limits        *limiter
 	clients       clientAddrs
+	profiles      *profileCache
+	fallbacks     *prometheus.CounterVec
 }
 
 func newGateway(ctx context.Context, d platform.Deps) (*platform.Component, error) {
 	if d.Config.PublicURL == "" {
 		return nil, errors.New("gateway: the public URL (token issuer) is not set")
 	}
-	g := &Gateway{deps: d, peers: map[string]string{}}
+	g := &Gateway{deps: d, peers: map[string]string{},
+		profiles: newProfileCache(profileCacheSize, profileCacheAge, time.Now), fallbacks: newFallbackCounter()}
 	for _, name := range calls {
 		u, err := d.Peer(name)
 		if err != nil {
@@ -116,8 +119,8 @@ func issuerConfig(d platform.Deps, identityURL string) auth.Config {
 	return cfg
 }
 
-// registerMetrics exposes how often callers are limited and how many
-// buckets the limiter holds.
+// registerMetrics exposes how often callers are limited, how many
+// buckets the limiter holds, and how often a route fell back.
 func (g *Gateway) registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
@@ -130,7 +133,7 @@ func (g *Gateway) registerMetrics(reg prometheus.Registerer) error {
 		Name: "rideshare_gateway_rate_limit_buckets",
 		Help: "Token buckets the gateway holds (one per active caller and policy).",
 	}, func() float64 { return float64(g.limits.size()) })
-	for _, c := range []prometheus.Collector{g.limits.limited, buckets} {
+	for _, c := range []prometheus.Collector{g.limits.limited, buckets, g.fallbacks} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("gateway: metrics: %w", err)
 		}

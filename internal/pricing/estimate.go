@@ -47,11 +47,8 @@ func newFallbackCounter(reg prometheus.Registerer) *prometheus.CounterVec {
 // id. A valid quote id for the same points returns that quote unchanged: the
 // rider pays what they were shown.
 func (h *handler) estimate(ctx context.Context, pickup, dropoff geo.Point, quoteID string) (Quote, string, error) {
-	area, rule, err := h.rules.locate("pickup", pickup)
+	rule, err := h.rules.trip(pickup, dropoff)
 	if err != nil {
-		return Quote{}, "", err
-	}
-	if err := geo.Check("dropoff", dropoff, area); err != nil {
 		return Quote{}, "", err
 	}
 	now := h.now()
@@ -65,7 +62,7 @@ func (h *handler) estimate(ctx context.Context, pickup, dropoff geo.Point, quote
 	q := Quote{Pickup: pickup, Dropoff: dropoff, Currency: rule.Currency, Route: route, Surge: NoSurge}
 	if routeErr != nil {
 		h.fallback(ctx, "route", routeErr)
-		q.Route, q.Degraded = fallbackRoute(pickup, dropoff), true
+		q = rule.fallback(pickup, dropoff) // what Fallback, the gateway's answer when pricing is down, gives too
 	}
 	if zoneErr != nil {
 		h.fallback(ctx, "surge", zoneErr)
@@ -86,6 +83,19 @@ func (h *handler) estimate(ctx context.Context, pickup, dropoff geo.Point, quote
 	q.Fare = rule.Fare(q.Route.Meters, q.Route.Seconds, q.Surge)
 	q.Expires = now.Add(h.quoteTTL).Truncate(time.Millisecond)
 	return q, h.quotes.sign(q), nil
+}
+
+// trip checks the points of a trip and finds the rule that prices it: the
+// pickup's area's, with the dropoff in the same area.
+func (b rulebook) trip(pickup, dropoff geo.Point) (FareRule, error) {
+	area, rule, err := b.locate("pickup", pickup)
+	if err != nil {
+		return FareRule{}, err
+	}
+	if err := geo.Check("dropoff", dropoff, area); err != nil {
+		return FareRule{}, err
+	}
+	return rule, nil
 }
 
 // askDispatch asks dispatch for the route and the pickup's zone at once,
