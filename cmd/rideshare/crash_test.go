@@ -139,23 +139,7 @@ func TestRidesSurviveCrashes(t *testing.T) {
 	}
 
 	// After the faults: every ride terminal, and nothing owed behind it.
-	counts := map[string]int{}
-	testenv.Eventually(t, 150*time.Second, func() bool {
-		clear(counts)
-		for id, rider := range owner {
-			r, err := p.tryDo("GET", "/v1/rides/"+id, rider.token, nil)
-			if err != nil || r.status != http.StatusOK {
-				return false
-			}
-			counts[r.json(t)["status"].(string)]++
-		}
-		for s := range counts {
-			if !terminalStatus[s] {
-				return false
-			}
-		}
-		return true
-	}, "rides did not all reach a terminal state: %v", counts)
+	counts := p.awaitTerminal(owner, 150*time.Second)
 
 	ridesDB, err := sqldb.Open(ctx, filepath.Join(dir, "rides.db"))
 	if err != nil {
@@ -168,8 +152,8 @@ func TestRidesSurviveCrashes(t *testing.T) {
 		return err == nil && audit.Settled()
 	}, "the saga still owes work: %+v", &audit)
 
-	pay := paymentsv1connect.NewPaymentsServiceClient(http.DefaultClient, p.state.Services["payments"])
-	service := &authv1.Caller{UserId: "crash-test", Role: authv1.Role_ROLE_SERVICE}
+	pay := paymentsv1connect.NewPaymentsServiceClient(http.DefaultClient, p.state.Services["payments"], p.asService("rides"))
+	service := &authv1.Caller{UserId: "rides", Role: authv1.Role_ROLE_SERVICE}
 	var captured, released int
 	for id, rider := range owner {
 		ride := rider.ride(id)
@@ -215,4 +199,28 @@ func TestRidesSurviveCrashes(t *testing.T) {
 func randomPoint(rng *rand.Rand) map[string]float64 {
 	c := geo.SanFrancisco.Center()
 	return map[string]float64{"lat": c.Lat + (rng.Float64()-0.5)*0.04, "lng": c.Lng + (rng.Float64()-0.5)*0.05}
+}
+
+// awaitTerminal waits until every ride in owner (ride id → its rider) has
+// reached a terminal status, and counts them by status.
+func (p *runningPlatform) awaitTerminal(owner map[string]*user, timeout time.Duration) map[string]int {
+	p.t.Helper()
+	counts := map[string]int{}
+	testenv.Eventually(p.t, timeout, func() bool {
+		clear(counts)
+		for id, rider := range owner {
+			r, err := p.tryDo("GET", "/v1/rides/"+id, rider.token, nil)
+			if err != nil || r.status != http.StatusOK {
+				return false
+			}
+			counts[r.json(p.t)["status"].(string)]++
+		}
+		for s := range counts {
+			if !terminalStatus[s] {
+				return false
+			}
+		}
+		return true
+	}, "rides did not all reach a terminal state: %v", counts)
+	return counts
 }

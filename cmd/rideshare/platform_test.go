@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,6 +140,9 @@ func childPIDs(t testing.TB) map[int]string {
 			name := "?"
 			if len(args) > 2 && args[1] == "serve" {
 				name = args[2]
+				if i := slices.Index(args, "--instance"); i > 0 && i+1 < len(args) {
+					name = args[i+1] // a replica: dispatch-2
+				}
 			}
 			out[pid] = name
 		}

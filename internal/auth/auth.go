@@ -9,7 +9,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +39,10 @@ const maxTokenBytes = 8 << 10
 type Verifier struct {
 	cfg    Config
 	parser *jwt.Parser
-	log    *slog.Logger
+	// services parses service tokens (service.go): the same checks,
+	// but the internal audience.
+	services *jwt.Parser
+	log      *slog.Logger
 
 	mu      sync.RWMutex
 	keys    keyfunc.Keyfunc // nil until the issuer's keys are located
@@ -59,9 +61,8 @@ func NewVerifier(ctx context.Context, client *http.Client, jwksURL, issuer strin
 
 // Caller authenticates r's bearer token and returns who is calling.
 func (a *Verifier) Caller(r *http.Request) (*authv1.Caller, error) {
-	h := r.Header.Get("Authorization")
-	scheme, token, ok := strings.Cut(h, " ")
-	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+	token, ok := BearerToken(r.Header)
+	if !ok {
 		return nil, apperr.E(apperr.Unauthenticated, "", "a bearer access token is required")
 	}
 	return a.Verify(r.Context(), token)
@@ -71,32 +72,44 @@ func (a *Verifier) Caller(r *http.Request) (*authv1.Caller, error) {
 // same Unauthenticated invalid_token: the caller learns nothing about which
 // check failed (the log says, at info level).
 func (a *Verifier) Verify(ctx context.Context, token string) (*authv1.Caller, error) {
+	c, _, err := a.VerifyUntil(ctx, token)
+	return c, err
+}
+
+// VerifyUntil is Verify, and also returns when the token expires, for a
+// caller that remembers the tokens it has checked.
+func (a *Verifier) VerifyUntil(ctx context.Context, token string) (*authv1.Caller, time.Time, error) {
+	var none time.Time
 	keys, err := a.currentKeys()
 	if err != nil {
-		return nil, apperr.Wrap(err, apperr.Unavailable, "", "the token issuer's keys are not available yet")
+		return nil, none, apperr.Wrap(err, apperr.Unavailable, "", "the token issuer's keys are not available yet")
 	}
 	if len(token) > maxTokenBytes {
-		return nil, a.refuse(ctx, "too large", nil)
+		return nil, none, a.refuse(ctx, "too large", nil)
 	}
 	claims := jwt.MapClaims{}
 	if _, err := a.parser.ParseWithClaims(token, claims, requireKID(keys.KeyfuncCtx(ctx))); err != nil {
-		return nil, a.refuse(ctx, tokenFailure(err), err)
+		return nil, none, a.refuse(ctx, tokenFailure(err), err)
 	}
 	sub, _ := claims["sub"].(string)
 	if sub == "" {
-		return nil, a.refuse(ctx, "no subject", nil)
+		return nil, none, a.refuse(ctx, "no subject", nil)
 	}
 	// An ID token is signed by the same keys and, from the built-in issuer,
 	// names the same audience; it has no token id. Requiring jti is what
 	// keeps it from passing as an access token.
 	if jti, _ := claims["jti"].(string); jti == "" && !a.cfg.AllowMissingJTI {
-		return nil, a.refuse(ctx, "no token id (jti)", nil)
+		return nil, none, a.refuse(ctx, "no token id (jti)", nil)
 	}
 	role := roleFromClaims(claims, a.cfg.RoleClaim)
 	if role == authv1.Role_ROLE_UNSPECIFIED {
-		return nil, a.refuse(ctx, "no known role", nil)
+		return nil, none, a.refuse(ctx, "no known role", nil)
 	}
-	return &authv1.Caller{UserId: sub, Role: role}, nil
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil {
+		return nil, none, a.refuse(ctx, "no expiry", err) // the parser required one
+	}
+	return &authv1.Caller{UserId: sub, Role: role}, exp.Time, nil
 }
 
 func (a *Verifier) refuse(ctx context.Context, reason string, err error) error {

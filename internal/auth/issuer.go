@@ -81,21 +81,8 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	opts := []jwt.ParserOption{
-		jwt.WithValidMethods(allowedAlgs),
-		jwt.WithIssuer(cfg.Issuer),
-		jwt.WithAudience(cfg.Audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(leeway),
-		// Refuse non-canonical base64, so a signature has one spelling
-		// and a flipped padding bit is not a second valid token.
-		jwt.WithStrictDecoding(),
-	}
-	if cfg.Now != nil {
-		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
-	}
-	v := &Verifier{cfg: cfg, log: cfg.Log, parser: jwt.NewParser(opts...)}
+	v := &Verifier{cfg: cfg, log: cfg.Log,
+		parser: jwt.NewParser(parserOptions(cfg, cfg.Audience)...), services: jwt.NewParser(parserOptions(cfg, ServiceAudience)...)}
 	switch {
 	case cfg.Keys != nil:
 		v.keys = cfg.Keys
@@ -113,6 +100,25 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		}
 	}
 	return v, nil
+}
+
+// parserOptions are the checks every token passes, for audience.
+func parserOptions(cfg Config, audience string) []jwt.ParserOption {
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(allowedAlgs),
+		jwt.WithIssuer(cfg.Issuer),
+		jwt.WithAudience(audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(leeway),
+		// Refuse non-canonical base64, so a signature has one spelling
+		// and a flipped padding bit is not a second valid token.
+		jwt.WithStrictDecoding(),
+	}
+	if cfg.Now != nil {
+		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
+	}
+	return opts
 }
 
 // remoteKeys fetches jwksURL in the background (the issuer may still be

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -79,8 +80,9 @@ func runFault(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	p.http = &http.Client{Timeout: *timeout}
+	targets := p.names()
 	if target != "list" && target != "clear" {
-		if _, ok := p.services[target]; !ok {
+		if targets = p.instancesOf(target); len(targets) == 0 {
 			return fmt.Errorf("unknown service %q; the services are: %s", target, strings.Join(p.names(), ", "))
 		}
 	}
@@ -89,37 +91,48 @@ func runFault(ctx context.Context, env Env, args []string) error {
 	}
 	w := env.Stdout
 	switch {
-	case target == "list":
-		return p.each(env, func(name string) error {
+	case target == "clear" || *clearFlag:
+		return p.each(env, targets, func(name string) error { return p.clear(ctx, w, name, *route, set["route"]) })
+	case !faultFlags: // list, or one service's faults
+		return p.each(env, targets, func(name string) error {
 			got, err := p.call(ctx, name, http.MethodGet, "", nil)
 			if err == nil {
 				printFaults(w, name, got)
 			}
 			return err
 		})
-	case target == "clear":
-		return p.each(env, func(name string) error { return p.clear(ctx, w, name, *route, set["route"]) })
-	case *clearFlag:
-		return p.clear(ctx, w, target, *route, set["route"])
-	case !faultFlags:
-		got, err := p.call(ctx, target, http.MethodGet, "", nil)
+	}
+	return p.each(env, targets, func(name string) error {
+		got, err := p.call(ctx, name, http.MethodPut, "", fault)
 		if err != nil {
 			return err
 		}
-		printFaults(w, target, got)
-		return nil
+		for _, f := range got {
+			if f.Route == fault.Route {
+				fmt.Fprintf(w, "%s: %s%s\n", name, f, faultLasting(f, true))
+				return nil
+			}
+		}
+		return fmt.Errorf("%s accepted the fault but does not list it", name)
+	})
+}
+
+// instancesOf are the processes a service name stands for: itself, or,
+// for a service `up` runs as replicas, every one of them ("payments-1",
+// "payments-2"), so that a fault slows the service, not a third of it.
+func (p *faultPlatform) instancesOf(name string) []string {
+	if _, ok := p.services[name]; ok {
+		return []string{name}
 	}
-	got, err := p.call(ctx, target, http.MethodPut, "", fault)
-	if err != nil {
-		return err
-	}
-	for _, f := range got {
-		if f.Route == fault.Route {
-			fmt.Fprintf(w, "%s: %s%s\n", target, f, faultLasting(f, true))
-			return nil
+	var out []string
+	for _, n := range p.names() {
+		if rest, ok := strings.CutPrefix(n, name+"-"); ok {
+			if _, err := strconv.Atoi(rest); err == nil {
+				out = append(out, n)
+			}
 		}
 	}
-	return fmt.Errorf("%s accepted the fault but does not list it", target)
+	return out
 }
 
 // parseFaultArgs parses flags on either side of the one positional
@@ -360,8 +373,10 @@ func (p *faultPlatform) clear(ctx context.Context, w io.Writer, name, route stri
 
 // each runs fn for every service in name order, reporting each failure and
 // carrying on, so one service that is down does not hide the others.
-func (p *faultPlatform) each(env Env, fn func(name string) error) error {
-	names := p.names()
+func (p *faultPlatform) each(env Env, names []string, fn func(name string) error) error {
+	if len(names) == 1 {
+		return fn(names[0])
+	}
 	failed := 0
 	for _, name := range names {
 		if err := fn(name); err != nil {

@@ -71,13 +71,15 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	publicURL := fs.String("public-url", envOr(env, "RIDESHARE_PUBLIC_URL", ""), "the gateway's public base URL, which is also the token issuer [RIDESHARE_PUBLIC_URL]")
 	dev := fs.Bool("dev", envOr(env, "RIDESHARE_DEV", "") == "true", "developer mode: allows the first-party password grant; never in production [RIDESHARE_DEV=true]")
 	logLevel := fs.String("log-level", envOr(env, "RIDESHARE_LOG_LEVEL", "info"), "debug, info, warn or error [RIDESHARE_LOG_LEVEL]")
+	instance := fs.String("instance", envOr(env, "RIDESHARE_INSTANCE", ""), "name of this instance among the service's replicas, e.g. dispatch-2, shown in the registry [RIDESHARE_INSTANCE]")
+	advertise := fs.String("advertise", envOr(env, "RIDESHARE_ADVERTISE", ""), "URL this instance registers for callers to reach it at (default: from --listen unless it is a wildcard) [RIDESHARE_ADVERTISE]")
 	peers := keyValues{}
 	if v := env.Getenv("RIDESHARE_PEERS"); v != "" {
 		if err := peers.Set(v); err != nil {
 			return fmt.Errorf("RIDESHARE_PEERS: %w", err)
 		}
 	}
-	fs.Var(peers, "peer", "NAME=URL of a service this one calls; repeatable or comma-separated [RIDESHARE_PEERS]")
+	fs.Var(peers, "peer", "NAME=URL: a fixed address of a service this one calls (a Kubernetes Service);\nwithout one, its instances are found in the broker's registry; repeatable or comma-separated [RIDESHARE_PEERS]")
 	settings := keyValues{}
 	if v := env.Getenv("RIDESHARE_SET"); v != "" {
 		if err := settings.Set(v); err != nil {
@@ -102,14 +104,19 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		NATS:           *natsURL,
 		StreamReplicas: *replicas,
 		Peers:          peers,
+		Advertise:      strings.TrimRight(*advertise, "/"),
+		Instance:       *instance,
 		PublicURL:      strings.TrimRight(*publicURL, "/"),
 		Dev:            *dev,
 		Secrets: map[string]string{
-			"operator_client_secret": env.Getenv("RIDESHARE_OPERATOR_CLIENT_SECRET"),
+			"operator_client_secret":         env.Getenv("RIDESHARE_OPERATOR_CLIENT_SECRET"),
+			platform.ServiceSecretName:       env.Getenv("RIDESHARE_SERVICE_SECRET"),
+			platform.ServiceMasterSecretName: env.Getenv("RIDESHARE_SERVICE_MASTER_SECRET"),
 		},
-		Settings: settings,
-		LogLevel: level,
-		Stderr:   env.Stderr,
+		CallGraph: platform.CallGraph(env.Services),
+		Settings:  settings,
+		LogLevel:  level,
+		Stderr:    env.Stderr,
 	})
 }
 

@@ -10,13 +10,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	fleetsim "github.com/rideshare-platform/rideshare/internal/fleet"
 	"github.com/rideshare-platform/rideshare/internal/geo"
+	"github.com/rideshare-platform/rideshare/internal/platform"
 	"github.com/rideshare-platform/rideshare/internal/supervisor"
 	"github.com/rideshare-platform/rideshare/internal/telemetry"
 )
@@ -41,6 +44,8 @@ func runUp(ctx context.Context, env Env, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "public address of the gateway (port 0 picks a free one)")
 	data := fs.String("data", ".rideshare", "data folder: databases, broker store, logs, "+StateFile)
 	fleet := fs.Int("fleet", 30, "simulated drivers that roam the demo city and take rides (0: none)")
+	replicas := keyValues{}
+	fs.Var(replicas, "replicas", "NAME=N runs N instances of a service, e.g. dispatch=3,payments=2: each registers\nin the broker's registry and callers balance across them; repeatable")
 	settings := keyValues{}
 	fs.Var(settings, "set", "KEY=VALUE service setting passed to every service, e.g. payments.decline_rate=0.1 or\ndispatch.offer_ttl=10s; repeatable (see each service's settings in the README)")
 	if err := parse(fs, env, args); err != nil {
@@ -48,6 +53,10 @@ func runUp(ctx context.Context, env Env, args []string) error {
 	}
 	if *fleet < 0 {
 		return errors.New("--fleet must be 0 or more")
+	}
+	counts, err := replicaCounts(env, replicas)
+	if err != nil {
+		return err
 	}
 	dir, err := filepath.Abs(*data)
 	if err != nil {
@@ -78,7 +87,7 @@ func runUp(ctx context.Context, env Env, args []string) error {
 		fleetPassword = randomSecret()[:24]
 	}
 
-	plan, err := planPlatform(env, exe, dir, *listen, secret, settings)
+	plan, err := planPlatform(env, exe, dir, *listen, secret, settings, counts)
 	if err != nil {
 		return err
 	}
@@ -101,11 +110,13 @@ func runUp(ctx context.Context, env Env, args []string) error {
 		ClientID: operatorClientID, ClientSecret: secret, FleetPassword: fleetPassword,
 		PID: os.Getpid(), StartedAt: time.Now().UTC(),
 	}
+	replicaAddrs(sup, state.Services)
 	if err := writeState(dir, state); err != nil {
 		_ = sup.Stop()
 		return fmt.Errorf("writing %s: %w", StateFile, err)
 	}
 	printBanner(env, state, dir, took)
+	go keepStateCurrent(ctx, sup, dir, state, env)
 
 	fleetDone := make(chan struct{})
 	if *fleet > 0 {
@@ -147,7 +158,12 @@ type platformPlan struct {
 
 // planPlatform opens every service's socket now, so every address is known
 // before anything starts and each process keeps its port across restarts.
-func planPlatform(env Env, exe, dir, listen, secret string, settings keyValues) (p platformPlan, err error) {
+// A service run as several replicas is the exception: each replica gets a
+// new port at every start (see supervisor.Spec.Listen) and callers find it
+// in the registry, the way instances come and go on a real cluster. Every
+// service, one instance or several, registers there, and every caller
+// finds its peers there: `up` passes no fixed addresses.
+func planPlatform(env Env, exe, dir, listen, secret string, settings keyValues, replicas map[string]int) (p platformPlan, err error) {
 	var opened []*net.TCPListener
 	defer func() {
 		if err != nil {
@@ -186,42 +202,94 @@ func planPlatform(env Env, exe, dir, listen, secret string, settings keyValues) 
 	})
 
 	p.services = map[string]string{}
-	lns := map[string]*net.TCPListener{}
-	for _, s := range env.Services {
-		if s.Name == "gateway" {
-			lns[s.Name] = gw
-			continue
-		}
-		l, err := open("127.0.0.1:0")
-		if err != nil {
-			return p, err
-		}
-		lns[s.Name] = l
-		p.services[s.Name] = "http://" + l.Addr().String()
-	}
-	peers := keyValues(p.services).String()
 	for _, s := range env.Services {
 		group := groupServices
 		if s.Name == "gateway" {
 			group = groupGateway
 		}
 		args := []string{"serve", s.Name, "--listen", "fd:3", "--nats", p.natsURL,
-			"--public-url", p.publicURL, "--dev", "--peer", peers}
+			"--public-url", p.publicURL, "--dev"}
 		if s.Database {
+			// Replicas share their service's database, as they would share
+			// its PostgreSQL: SQLite's file locks serialize their writes.
 			args = append(args, "--db", filepath.Join(dir, s.Name+".db"))
 		}
 		if len(settings) > 0 {
 			args = append(args, "--set", settings.String())
 		}
-		p.specs = append(p.specs, supervisor.Spec{
-			Name: s.Name, Path: exe, Args: args, Group: group, Listener: lns[s.Name],
-			// Secrets travel in the environment, not in arguments that any
-			// user of the machine can read in the process list.
-			Env:      []string{"RIDESHARE_OPERATOR_CLIENT_SECRET=" + secret},
-			ReadyURL: "http://" + lns[s.Name].Addr().String() + "/readyz",
-		})
+		n := max(replicas[s.Name], 1)
+		for i := 1; i <= n; i++ {
+			spec := supervisor.Spec{
+				Name: s.Name, Path: exe, Args: args, Group: group,
+				// Secrets travel in the environment, not in arguments that any
+				// user of the machine can read in the process list.
+				Env: upEnv(s.Name, secret),
+			}
+			switch {
+			case s.Name == "gateway":
+				// Gateway replicas share the public socket; the kernel
+				// spreads connections over the processes accepting on it.
+				spec.Listener, spec.ReadyURL = gw, "http://"+gw.Addr().String()+"/readyz"
+			case n == 1:
+				l, err := open("127.0.0.1:0")
+				if err != nil {
+					return p, err
+				}
+				spec.Listener, spec.ReadyURL = l, "http://"+l.Addr().String()+"/readyz"
+				p.services[s.Name] = "http://" + l.Addr().String()
+			default:
+				spec.Listen = func() (*net.TCPListener, error) {
+					l, err := net.Listen("tcp", "127.0.0.1:0")
+					if err != nil {
+						return nil, err
+					}
+					return l.(*net.TCPListener), nil
+				}
+				spec.ReadyURL = "/readyz"
+			}
+			if n > 1 {
+				spec.Name = s.Name + "-" + strconv.Itoa(i)
+				spec.Args = append(slices.Clone(args), "--instance", spec.Name)
+			}
+			p.specs = append(p.specs, spec)
+		}
 	}
 	return p, nil
+}
+
+// replicaCounts reads --replicas NAME=N.
+func replicaCounts(env Env, kv keyValues) (map[string]int, error) {
+	out := map[string]int{}
+	for name, v := range kv {
+		if _, ok := platform.Find(env.Services, name); !ok {
+			return nil, fmt.Errorf("--replicas: unknown service %q (one of: %s)", name, strings.Join(platform.Names(env.Services), ", "))
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 16 {
+			return nil, fmt.Errorf("--replicas %s=%s: want a count from 1 to 16", name, v)
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
+// keepStateCurrent rewrites the state file when a replica comes back on a
+// new address, so that `rideshare fault` and `admin` reach every instance.
+func keepStateCurrent(ctx context.Context, sup *supervisor.Supervisor, dir string, st State, env Env) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if replicaAddrs(sup, st.Services) {
+			if err := writeState(dir, st); err != nil {
+				fmt.Fprintf(env.Stdout, "up: writing %s: %v\n", StateFile, err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // freePort finds a port for the broker, the one socket a child must open
@@ -288,4 +356,19 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// replicaAddrs records the replicas' current addresses in services and
+// reports whether any changed.
+func replicaAddrs(sup *supervisor.Supervisor, services map[string]string) bool {
+	changed := false
+	for _, ps := range sup.Status() {
+		if ps.Addr == "" {
+			continue
+		}
+		if u := "http://" + ps.Addr; services[ps.Name] != u {
+			services[ps.Name], changed = u, true
+		}
+	}
+	return changed
 }

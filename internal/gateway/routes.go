@@ -16,6 +16,7 @@ import (
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
 	"github.com/rideshare-platform/rideshare/internal/auth"
+	"github.com/rideshare-platform/rideshare/internal/platform"
 )
 
 // route is one public endpoint. The table below is the single source of
@@ -196,6 +197,10 @@ func (g *Gateway) endpoint(rt route) http.Handler {
 				return
 			}
 			caller = c
+			if g.forwardsTokens() {
+				tok, _ := auth.BearerToken(r.Header)
+				r = r.WithContext(platform.WithUserToken(r.Context(), tok))
+			}
 		} else if !g.allowAddr(w, r, rt.policy()) {
 			return
 		}
@@ -204,6 +209,11 @@ func (g *Gateway) endpoint(rt route) http.Handler {
 		}
 	})
 }
+
+// forwardsTokens reports whether the RPCs made for a user carry the user's
+// token, for the services to check against the Caller: only the built-in
+// issuer's tokens, since services cannot check another issuer's.
+func (g *Gateway) forwardsTokens() bool { return g.deps.Setting("gateway.oidc_issuer", "") == "" }
 
 // recoverPanic turns a handler's panic into a logged 500 problem, instead
 // of net/http's dropped connection, which a client cannot tell from a

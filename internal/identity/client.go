@@ -49,6 +49,9 @@ type client struct {
 	grantTypes   []oidc.GrantType
 	redirectURIs []string
 	role         string // role claim of tokens the client gets for itself
+	// service marks a platform service's client (serviceClients): its
+	// secret is derived, not stored.
+	service bool
 }
 
 var _ op.Client = (*client)(nil)
@@ -109,7 +112,7 @@ func (c *client) IsScopeAllowed(string) bool           { return false }
 func (c *client) IDTokenUserinfoClaimsAssertion() bool { return false }
 func (c *client) ClockSkew() time.Duration             { return 0 }
 
-func (c *client) public() bool { return c.secretHash == "" }
+func (c *client) public() bool { return c.secretHash == "" && !c.service }
 
 // redirectAllowed reports whether the authorization response may go to
 // uri. The rule is exact string comparison with a registered URI (OAuth
@@ -161,8 +164,9 @@ func (c *client) allows(g oidc.GrantType) bool { return slices.Contains(c.grantT
 
 // clients keeps the OAuth clients.
 type clients struct {
-	db     *sqldb.DB
-	hasher *hasher
+	db       *sqldb.DB
+	hasher   *hasher
+	services serviceClients
 }
 
 // errUnknownClient is an invalid_client error rather than a plain one: the
@@ -172,6 +176,9 @@ func errUnknownClient() error { return oidc.ErrInvalidClient().WithDescription("
 
 // get reads one client.
 func (cs *clients) get(ctx context.Context, id string) (*client, error) {
+	if name, ok := auth.ServiceOfClient(id); ok {
+		return cs.services.get(name)
+	}
 	var grants, redirects string
 	c := &client{id: id}
 	err := cs.db.Reader().QueryRowContext(ctx,
@@ -198,6 +205,12 @@ func (cs *clients) authenticate(ctx context.Context, id, secret string) (*client
 	}
 	if c.public() || secret == "" {
 		return nil, oidc.ErrInvalidClient().WithDescription("client authentication failed")
+	}
+	if c.service {
+		if !cs.services.authenticate(c.id, secret) {
+			return nil, oidc.ErrInvalidClient().WithDescription("client authentication failed")
+		}
+		return c, nil
 	}
 	ok, err := cs.hasher.verify(ctx, c.secretHash, secret)
 	if err != nil {

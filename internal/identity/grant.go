@@ -6,6 +6,8 @@ import (
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/rideshare-platform/rideshare/internal/auth"
 )
 
 // grant is what tokens are issued for: a subject, a client, scopes and an
@@ -48,8 +50,15 @@ var _ op.RefreshTokenRequest = (*refreshable)(nil)
 func (r *refreshable) SetCurrentScopes(scopes []string) { r.scopes = scopes }
 
 // audienceFor is the audience of every token issued to clientID: the API
-// (the gateway refuses tokens without it) and the client itself.
-func audienceFor(clientID string) []string { return []string{APIAudience, clientID} }
+// (the gateway refuses tokens without it) and the client itself; for a
+// service's client, the internal audience instead of the API, so that a
+// service token is never accepted as a user's.
+func audienceFor(clientID string) []string {
+	if _, ok := auth.ServiceOfClient(clientID); ok {
+		return []string{auth.ServiceAudience, clientID}
+	}
+	return []string{APIAudience, clientID}
+}
 
 // clientSubject is the subject of a token a client gets for itself: a
 // prefix no account id (a UUID) can have, so the two never collide.

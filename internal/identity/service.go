@@ -93,7 +93,11 @@ func assemble(ctx context.Context, d platform.Deps, o options) (*service, error)
 		return nil, err
 	}
 	accts := &accounts{db: d.DB, outbox: d.Outbox, hasher: h}
-	cls := &clients{db: d.DB, hasher: h}
+	cls := &clients{db: d.DB, hasher: h,
+		services: newServiceClients(d.Config.Secrets[platform.ServiceMasterSecretName], d.Config.CallGraph)}
+	if len(d.Config.CallGraph) > 0 && cls.services.master == "" {
+		log.Warn("no service master secret: services cannot get tokens, so every call between them is refused")
+	}
 	if err := cls.seed(ctx, d.Config.Secrets[OperatorSecretName]); err != nil {
 		return nil, err
 	}
@@ -111,10 +115,12 @@ func assemble(ctx context.Context, d platform.Deps, o options) (*service, error)
 	login := &loginPage{requests: ars, accounts: accts, audit: audit, log: log, secure: strings.HasPrefix(issuer, "https://")}
 
 	mux := http.NewServeMux()
+	// SetRole is exempt from the service-token check: operators call it
+	// directly, and it checks their admin token itself (bearer.go).
 	mux.Handle(identityv1connect.NewIdentityServiceHandler(&rpc{
 		accounts: accts, audit: audit,
 		bearer: &bearerVerifier{keys: keys, tokens: toks, issuer: issuer},
-	}, d.HandlerOptions()...))
+	}, d.HandlerOptions(identityv1connect.IdentityServiceSetRoleProcedure)...))
 	mux.Handle("/oauth2/", provider)
 	mux.Handle(oidc.DiscoveryEndpoint, provider)
 	mux.Handle(tokenPath, &tokenEndpoint{

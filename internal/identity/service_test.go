@@ -19,7 +19,10 @@ import (
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 )
 
-const testOperatorSecret = "operator-secret-for-tests-0123456789"
+const (
+	testOperatorSecret = "operator-secret-for-tests-0123456789"
+	testServiceMaster  = "service-master-secret-for-tests-0123"
+)
 
 // newTestDB is a fresh identity database in a file, migrated as platform.Run
 // migrates it.
@@ -82,7 +85,11 @@ func startIdentityWith(t *testing.T, cfg testConfig) *testIdentity {
 		Config: platform.Config{
 			PublicURL: issuer,
 			Dev:       cfg.dev,
-			Secrets:   map[string]string{OperatorSecretName: testOperatorSecret},
+			Secrets: map[string]string{
+				OperatorSecretName:               testOperatorSecret,
+				platform.ServiceMasterSecretName: testServiceMaster,
+			},
+			CallGraph: map[string][]string{"gateway": {"identity", "rides"}, "rides": {"payments"}, "identity": nil, "payments": nil},
 		},
 		DB:     db,
 		Outbox: outbox.New(db, Service.Name, outbox.Options{Logger: log}),

@@ -79,7 +79,7 @@ func (s *storage) DeleteAuthRequest(ctx context.Context, id string) error {
 // CreateAccessToken names an access token. For a code exchange without
 // offline_access it also redeems the code, so that the code is used once.
 func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (string, time.Time, error) {
-	id, exp := s.tokens.accessToken()
+	id, exp := s.tokens.accessToken(req)
 	if ar, ok := req.(*authRequest); ok {
 		if err := s.authRequests.redeemAccess(ctx, ar, id); err != nil {
 			return "", time.Time{}, err
@@ -92,7 +92,7 @@ func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (s
 // token, redeeming a code or rotating a refresh token in the same
 // transaction (tokens.issueRefresh).
 func (s *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
-	id, exp := s.tokens.accessToken()
+	id, exp := s.tokens.accessToken(req)
 	refresh, err := s.tokens.issueRefresh(ctx, req, current, id)
 	if err != nil {
 		return "", "", time.Time{}, err

@@ -16,22 +16,24 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
+	"github.com/rideshare-platform/rideshare/internal/auth"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 )
 
 // APIAudience is in the audience of every access token: the rideshare API.
 // The gateway refuses tokens that do not name it.
 //
-// Every token names the whole API rather than one service, on purpose.
-// Per-service audiences ("rideshare-rides", "rideshare-payments") would let
-// each service refuse a token minted for another, so a token leaked from
-// one service's logs could not be replayed against a second. That only
-// pays once services verify tokens themselves: today the gateway is the
-// only verifier, and it passes the caller on in auth.v1.Caller, so a
-// service never sees a token (identity's own SetRole, which does, needs
-// the admin role, not an audience). Adding it later is a resource
-// parameter (RFC 8707) at the token endpoint and an audience check per
-// service; "rideshare" stays in every token so the gateway keeps working.
+// Every user's token names the whole API rather than one service, on
+// purpose. Per-service audiences ("rideshare-rides", "rideshare-payments")
+// would let each service refuse a token minted for another, so a token
+// leaked from one service's logs could not be replayed against a second.
+// But a user's token reaches a service only forwarded by the gateway,
+// beside the gateway's own service token, and is checked only against the
+// Caller of that call; a replayed one gets nowhere without a service's
+// credential. Adding them later is a resource parameter (RFC 8707) at the
+// token endpoint and an audience check per service; "rideshare" stays in
+// every user's token so the gateway keeps working. Services' own tokens
+// name auth.ServiceAudience instead (audienceFor).
 const APIAudience = "rideshare"
 
 // Lifetimes.
@@ -63,10 +65,16 @@ type tokens struct {
 	now clock
 }
 
-// accessToken names a new access token: its jti and expiry. Access tokens
-// are self-contained, so nothing is stored.
-func (ts *tokens) accessToken() (id string, exp time.Time) {
-	return uuid.NewString(), ts.now.now().Add(accessTokenLifetime)
+// accessToken names a new access token for req: its jti and expiry. Access
+// tokens are self-contained, so nothing is stored.
+func (ts *tokens) accessToken(req op.TokenRequest) (id string, exp time.Time) {
+	lifetime := accessTokenLifetime
+	if id, err := clientIDOf(req); err == nil {
+		if _, ok := auth.ServiceOfClient(id); ok {
+			lifetime = serviceTokenLifetime
+		}
+	}
+	return uuid.NewString(), ts.now.now().Add(lifetime)
 }
 
 // issueRefresh stores and returns a new refresh token for req, issued

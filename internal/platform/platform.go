@@ -75,8 +75,18 @@ type Config struct {
 	NATS string
 	// StreamReplicas is the stream replication factor (cluster size).
 	StreamReplicas int
-	// Peers maps a service name to its base URL.
+	// Peers maps a service name to a fixed base URL (a Kubernetes Service,
+	// a load balancer). A peer without one is found in the broker's
+	// instance registry, when there is a broker.
 	Peers map[string]string
+	// Advertise is the base URL this instance registers for callers to
+	// reach it at. Empty derives it from the listening address, unless
+	// that is a wildcard (0.0.0.0), which names no host: then the instance
+	// does not register.
+	Advertise string
+	// Instance names this replica ("dispatch-2") in the registry; empty is
+	// fine for a service's only instance.
+	Instance string
 	// PublicURL is the gateway's public base URL; it is also the OAuth
 	// issuer, since the gateway fronts the identity endpoints.
 	PublicURL string
@@ -86,6 +96,11 @@ type Config struct {
 	// Secrets holds named secrets from the environment (never from flags,
 	// which other users of the machine can read in the process list).
 	Secrets map[string]string
+	// CallGraph is every service of the platform and the services it
+	// calls (its Calls), from the wiring table (see CallGraph): identity
+	// gives each service a client, and a service accepts RPCs only from
+	// the services that call it (serviceauth.go).
+	CallGraph map[string][]string
 	// Settings are service-specific knobs ("payments.decline_rate=0.1"),
 	// from repeatable --set flags. A service reads only its own prefix.
 	Settings map[string]string
@@ -112,6 +127,10 @@ type Deps struct {
 	// retries, breakers, bulkheads), which ClientOptions applies to every
 	// RPC. Nil (a Deps built by hand in a test) applies none.
 	Resilience *resilience.Table
+	// ServiceAuth puts this service's token on every RPC it makes and
+	// checks the token of every RPC it serves (serviceauth.go). Run always
+	// sets it; nil (a Deps built by hand in a test) does neither.
+	ServiceAuth *ServiceAuth
 }
 
 // Setting is the service setting key, or def when unset.
@@ -122,14 +141,17 @@ func (d Deps) Setting(key, def string) string {
 	return def
 }
 
-// Peer is the base URL of service name, or an error naming the missing
-// configuration.
+// Peer is the base URL of service name: its fixed address if it has one,
+// else its logical address "http://NAME", which the HTTP client's balancer
+// resolves to one of its registered instances on every call.
 func (d Deps) Peer(name string) (string, error) {
-	u, ok := d.Config.Peers[name]
-	if !ok || u == "" {
-		return "", fmt.Errorf("no address for peer %q (set --peer %s=URL)", name, name)
+	if u := d.Config.Peers[name]; u != "" {
+		return strings.TrimRight(u, "/"), nil
 	}
-	return strings.TrimRight(u, "/"), nil
+	if d.Config.NATS != "" {
+		return "http://" + name, nil
+	}
+	return "", fmt.Errorf("no address for peer %q (set --peer %s=URL, or --nats to find it in the registry)", name, name)
 }
 
 // ClientOptions are the options every RPC client uses: a deadline on every
@@ -148,20 +170,35 @@ func (d Deps) Peer(name string) (string, error) {
 //     vocabulary and pass unchanged, and the policies below it see the
 //     peer's raw RPC codes (which a retry decision needs; apperr would fold
 //     a cancellation into Unavailable).
-//  4. resilience: retries, bulkhead, breaker and the per-attempt timeout,
+//  4. service tokens: set once per call, outside the policies, so that
+//     identity being unreachable for a token counts against no peer's
+//     breaker, and every retry carries the token.
+//  5. resilience: retries, bulkhead, breaker and the per-attempt timeout,
 //     around each attempt on the wire.
 func (d Deps) ClientOptions() []connect.ClientOption {
 	ics := []connect.Interceptor{defaultDeadline(DefaultCallTimeout), telemetry.Interceptor(), apperr.Interceptor()}
+	if d.ServiceAuth != nil {
+		ics = append(ics, d.ServiceAuth.clientInterceptor())
+	}
 	if d.Resilience != nil {
 		ics = append(ics, d.Resilience.Interceptor())
 	}
 	return []connect.ClientOption{connect.WithInterceptors(ics...)}
 }
 
-// HandlerOptions are the options every RPC handler uses.
-func (d Deps) HandlerOptions() []connect.HandlerOption {
+// HandlerOptions are the options every RPC handler uses: request ids, the
+// error vocabulary, and the check of the calling service's token
+// (callcheck.go), inside the vocabulary so that its refusals are mapped.
+// selfAuthenticated names procedures exempt from that check because they
+// check their callers' tokens themselves (identity's SetRole, which
+// operators call with an admin token).
+func (d Deps) HandlerOptions(selfAuthenticated ...string) []connect.HandlerOption {
+	ics := []connect.Interceptor{telemetry.Interceptor(), apperr.Interceptor()}
+	if d.ServiceAuth != nil {
+		ics = append(ics, d.ServiceAuth.handlerInterceptor(selfAuthenticated))
+	}
 	return []connect.HandlerOption{
-		connect.WithInterceptors(telemetry.Interceptor(), apperr.Interceptor()),
+		connect.WithInterceptors(ics...),
 		connect.WithReadMaxBytes(1 << 20),
 	}
 }

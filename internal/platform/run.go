@@ -4,18 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	"log/slog"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/rideshare-platform/rideshare/internal/apperr"
-	"github.com/rideshare-platform/rideshare/internal/auth"
 	"github.com/rideshare-platform/rideshare/internal/broker"
 	"github.com/rideshare-platform/rideshare/internal/faults"
 	"github.com/rideshare-platform/rideshare/internal/outbox"
@@ -44,10 +40,6 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", svc.Name, err)
 	}
-	adminAuth, err := adminAuthenticator(ctx, cfg, d.HTTP, log)
-	if err != nil {
-		return fmt.Errorf("%s: %w", svc.Name, err)
-	}
 	// The fault-injection switch: off until an admin sets a fault, so drills
 	// and tests can make this process slow or broken on purpose.
 	injector := faults.New(faults.Options{Logger: log, Metrics: reg})
@@ -64,6 +56,12 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 	}
 	defer ln.Close()
 
+	// Tokens (serviceauth.go): identity's keys check the admin endpoints'
+	// tokens and the service token of every RPC served; this service's own
+	// token goes on every RPC it makes.
+	adminAuth, serviceAuth := authenticators(ctx, d, svc, ln)
+	d.ServiceAuth = serviceAuth
+
 	if svc.Database {
 		if d.DB, err = sqldb.Open(ctx, cfg.DB); err != nil {
 			return fmt.Errorf("%s: %w", svc.Name, err)
@@ -79,6 +77,7 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 		}
 		d.Outbox = outbox.New(d.DB, svc.Name, outbox.Options{Logger: log, Metrics: reg})
 	}
+	var registry []Worker
 	if cfg.NATS != "" {
 		d.NATS, d.JS, err = broker.Dial(ctx, broker.DialOptions{URL: cfg.NATS, Name: svc.Name, Logger: log})
 		if err != nil {
@@ -87,6 +86,13 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 		defer d.NATS.Close()
 		if d.DB != nil {
 			d.Events = outbox.NewConsumer(d.DB, d.JS, log, reg)
+		}
+		var view http.Handler
+		if registry, view, err = useDiscovery(ctx, &d, svc, ln); err != nil {
+			return fmt.Errorf("%s: %w", svc.Name, err)
+		}
+		if view != nil {
+			admin["/admin/discovery"] = view
 		}
 	}
 
@@ -102,7 +108,7 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 	// they start once the streams are ensured; until then the process is
 	// not ready.
 	streamsEnsured := make(chan struct{})
-	workers := comp.Workers
+	workers := append(comp.Workers, registry...)
 	if d.Outbox != nil && d.JS != nil {
 		workers = append(workers, Worker{Name: "outbox-relay", Run: func(ctx context.Context) error {
 			return d.Outbox.Relay(ctx, d.JS)
@@ -170,48 +176,6 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 	wg.Wait()
 	log.Info("stopped")
 	return err
-}
-
-// adminAuthenticator verifies admin tokens against identity's published
-// keys, the way the gateway verifies every token. It needs identity's
-// address and the issuer (the public URL); without either (a unit test, a
-// lone `serve`), it is nil and the admin endpoints are off.
-func adminAuthenticator(ctx context.Context, cfg Config, client *http.Client, log *slog.Logger) (server.Authenticator, error) {
-	identity := strings.TrimRight(cfg.Peers["identity"], "/")
-	if identity == "" || cfg.PublicURL == "" {
-		return nil, nil
-	}
-	return &lazyVerifier{build: func() (*auth.Verifier, error) {
-		return auth.NewVerifier(ctx, client, identity+"/oauth2/jwks", cfg.PublicURL, log)
-	}}, nil
-}
-
-// lazyVerifier builds the admin token verifier on the first admin request.
-// Building it fetches identity's keys, and at start-up identity may not
-// serve yet (or be this very process): fetching then would hold every
-// service's start for the fetch timeout. Admin calls are rare; the first
-// one pays for the fetch.
-type lazyVerifier struct {
-	build func() (*auth.Verifier, error)
-	mu    sync.Mutex
-	v     *auth.Verifier
-}
-
-// Caller verifies r's bearer token, building the verifier if needed; a
-// failed build is retried on the next request.
-func (l *lazyVerifier) Caller(r *http.Request) (*authv1.Caller, error) {
-	l.mu.Lock()
-	if l.v == nil {
-		v, err := l.build()
-		if err != nil {
-			l.mu.Unlock()
-			return nil, apperr.Wrap(err, apperr.Unavailable, "", "admin tokens cannot be checked right now")
-		}
-		l.v = v
-	}
-	v := l.v
-	l.mu.Unlock()
-	return v.Caller(r)
 }
 
 // runWorker keeps w running until ctx ends, restarting it with capped

@@ -98,6 +98,10 @@ type Shedder struct {
 	opts     ShedOptions
 	limiter  adaptivelimiter.AdaptiveLimiter[any]
 	rejected prometheus.Counter
+	// refusing times a refusal from the request's arrival in the handler
+	// to the answer: what "reject fast" promises, measured where the
+	// server can vouch for it (a client's figure adds its own scheduling).
+	refusing prometheus.Histogram
 	rpc      *connect.ErrorWriter
 }
 
@@ -123,13 +127,18 @@ func NewShedder(o ShedOptions, reg prometheus.Registerer) (*Shedder, error) {
 			Name: "rideshare_shed_rejected_total",
 			Help: "Requests refused with 503 because the server could not serve them in time.",
 		}),
+		refusing: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "rideshare_shed_refusal_seconds",
+			Help:    "Time from a request's arrival to its refusal by load shedding.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5},
+		}),
 		// Connect-Protocol-Version tells an RPC from a public JSON request,
 		// which shares its content type; every Connect client sends it.
 		rpc: connect.NewErrorWriter(connect.WithRequireConnectProtocolHeader()),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{
-			s.rejected,
+			s.rejected, s.refusing,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "rideshare_shed_inflight", Help: "Requests holding a load-shedding slot now.",
 			}, func() float64 { return float64(s.limiter.Inflight()) }),
@@ -169,6 +178,7 @@ func (s *Shedder) Wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		arrived := time.Now()
 		wait := s.opts.MaxQueueWait
 		if d, ok := callerWait(r); ok {
 			wait = min(wait, d)
@@ -182,6 +192,7 @@ func (s *Shedder) Wrap(next http.Handler) http.Handler {
 				return // the caller is gone: nobody to answer
 			}
 			s.refuse(w, r)
+			s.refusing.Observe(time.Since(arrived).Seconds())
 			return
 		}
 		sw := &slotWriter{ResponseWriter: w, permit: permit}

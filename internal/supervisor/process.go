@@ -36,6 +36,7 @@ type proc struct {
 	stopping   bool
 	cmd        *exec.Cmd // current incarnation; nil while down
 	pid        int
+	addr       string // the incarnation's socket, with Spec.Listen
 	ready      bool
 	everReady  bool
 	restarts   int
@@ -59,7 +60,7 @@ func (p *proc) run() {
 
 		s.mu.Lock()
 		stopping := p.stopping
-		p.cmd, p.pid, p.ready = nil, 0, false
+		p.cmd, p.pid, p.addr, p.ready = nil, 0, "", false
 		p.lastExit = reason
 		if !p.everReady {
 			p.startExits++
@@ -135,7 +136,18 @@ func (p *proc) runOnce(first bool) (reason string, started bool) {
 	if _, err := cmd.StdinPipe(); err != nil {
 		return "start failed: " + err.Error(), false
 	}
-	if l := p.spec.Listener; l != nil {
+	l, addr := p.spec.Listener, ""
+	if p.spec.Listen != nil {
+		fresh, err := p.spec.Listen()
+		if err != nil {
+			return "start failed: listen: " + err.Error(), false
+		}
+		// The child holds its own copy from Start on; this one goes, so
+		// the address dies with the child.
+		defer fresh.Close()
+		l, addr = fresh, fresh.Addr().String()
+	}
+	if l != nil {
 		f, err := l.File()
 		if err != nil {
 			return "start failed: listener: " + err.Error(), false
@@ -154,7 +166,7 @@ func (p *proc) runOnce(first bool) (reason string, started bool) {
 	pid := cmd.Process.Pid
 
 	s.mu.Lock()
-	p.cmd, p.pid = cmd, pid
+	p.cmd, p.pid, p.addr = cmd, pid, addr
 	if !first {
 		p.restarts++
 	}
@@ -174,7 +186,7 @@ func (p *proc) runOnce(first bool) (reason string, started bool) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { p.awaitReady(ctx, cmd) })
+	wg.Go(func() { p.awaitReady(ctx, cmd, incarnationReadyURL(p.spec, addr)) })
 	err = cmd.Wait()
 	cancel()
 	wg.Wait()
@@ -187,14 +199,14 @@ func (p *proc) runOnce(first bool) (reason string, started bool) {
 // awaitReady polls ReadyURL until it answers 200 or ctx ends with the
 // incarnation. After a restart it warns once if the child takes longer
 // than ReadyTimeout, but keeps polling: a slow child is not a dead one.
-func (p *proc) awaitReady(ctx context.Context, cmd *exec.Cmd) {
+func (p *proc) awaitReady(ctx context.Context, cmd *exec.Cmd, url string) {
 	s := p.sup
 	began := time.Now()
 	tick := time.NewTicker(readyPollInterval)
 	defer tick.Stop()
 	warned := false
 	for {
-		ok, detail := p.probe(ctx)
+		ok, detail := p.probe(ctx, url)
 		if ctx.Err() != nil {
 			return
 		}
@@ -229,11 +241,19 @@ func (p *proc) awaitReady(ctx context.Context, cmd *exec.Cmd) {
 	}
 }
 
-func (p *proc) probe(ctx context.Context) (ok bool, detail string) {
-	if p.spec.ReadyURL == "" {
+// incarnationReadyURL is where an incarnation listening on addr answers readiness.
+func incarnationReadyURL(spec Spec, addr string) string {
+	if spec.Listen != nil && spec.ReadyURL != "" {
+		return "http://" + addr + spec.ReadyURL
+	}
+	return spec.ReadyURL
+}
+
+func (p *proc) probe(ctx context.Context, url string) (ok bool, detail string) {
+	if url == "" {
 		return true, ""
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.spec.ReadyURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false, err.Error()
 	}

@@ -39,8 +39,16 @@ type Spec struct {
 	// the port never changes and connections that arrive while the child is
 	// down wait in the backlog instead of being refused. Stop closes it.
 	Listener *net.TCPListener
+	// Listen, if set instead of Listener, opens a new socket for each
+	// incarnation, passed as file descriptor 3 and closed here once the
+	// child has its copy: when the child dies its address refuses
+	// connections, as a replica that died does, and callers fail over to
+	// another instance instead of waiting in a backlog. Status reports the
+	// current address.
+	Listen func() (*net.TCPListener, error)
 	// ReadyURL must answer GET with 200 once the child can serve. Empty
-	// means the child counts as ready as soon as it has started.
+	// means the child counts as ready as soon as it has started. With
+	// Listen, it is a path ("/readyz") on the incarnation's address.
 	ReadyURL string
 	// Group orders startup: every process of a group is ready before the
 	// next higher group starts. Stop goes from the highest group down.
@@ -97,6 +105,9 @@ type ProcStatus struct {
 	Group int
 	// PID is 0 while the child is down (between an exit and its restart).
 	PID int
+	// Addr is the address of the current incarnation's socket, for a
+	// child started with Spec.Listen.
+	Addr string
 	// Ready is true once the current incarnation answered ReadyURL.
 	Ready bool
 	// Restarts counts how often the child was started again after exiting.
@@ -445,6 +456,7 @@ func (s *Supervisor) Status() []ProcStatus {
 			Name:     p.spec.Name,
 			Group:    p.spec.Group,
 			PID:      p.pid,
+			Addr:     p.addr,
 			Ready:    p.ready,
 			Restarts: p.restarts,
 			LastExit: p.lastExit,

@@ -776,3 +776,48 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// A replica started with Spec.Listen gets a new socket at every start, and
+// its old address refuses connections once it died: callers must notice
+// and go elsewhere, not wait in a backlog.
+func TestListenGivesEachIncarnationItsOwnSocket(t *testing.T) {
+	spec := childSpec(t, "dispatch-2", 0, listen(t))
+	spec.Listener = nil
+	spec.Listen = func() (*net.TCPListener, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		return l.(*net.TCPListener), nil
+	}
+	spec.ReadyURL = "/readyz"
+	s, _ := newSupervisor(t, []Spec{spec}, Options{BackoffMin: 300 * time.Millisecond, BackoffMax: 300 * time.Millisecond})
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	first := status(t, s, "dispatch-2")
+	if first.Addr == "" || !first.Ready {
+		t.Fatalf("status after start = %+v, want an address and ready", first)
+	}
+	if got := get(t, "http://"+first.Addr+"/pid"); got != strconv.Itoa(first.PID) {
+		t.Fatalf("GET /pid = %s, want %d", got, first.PID)
+	}
+	if err := s.Kill("dispatch-2", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "killed replica's address refuses connections", func() bool {
+		c, err := net.DialTimeout("tcp", first.Addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	eventually(t, 5*time.Second, "replica ready again on a new address", func() bool {
+		st := status(t, s, "dispatch-2")
+		return st.Ready && st.Addr != "" && st.Addr != first.Addr
+	})
+	second := status(t, s, "dispatch-2")
+	if got := get(t, "http://"+second.Addr+"/pid"); got != strconv.Itoa(second.PID) {
+		t.Fatalf("GET /pid on the new address = %s, want %d", got, second.PID)
+	}
+}
