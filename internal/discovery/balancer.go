@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -221,11 +222,20 @@ func (b *Balancer) endpoint(u string) *endpoint {
 	defer b.mu.Unlock()
 	ep := b.endpoints[u]
 	if ep == nil {
+		if len(b.endpoints) >= maxEndpoints {
+			// Replicas come back on new addresses: forget the idle ones
+			// rather than every address a platform ever had. An instance
+			// still live starts over with a clean record.
+			maps.DeleteFunc(b.endpoints, func(_ string, e *endpoint) bool { return e.inflight.Load() == 0 })
+		}
 		ep = &endpoint{}
 		b.endpoints[u] = ep
 	}
 	return ep
 }
+
+// maxEndpoints bounds the per-instance records a balancer keeps.
+const maxEndpoints = 1024
 
 // load ranks an endpoint for the two choices: calls in flight, and last
 // of all one whose last call failed.
