@@ -284,11 +284,17 @@ func (p *runningPlatform) idToken(email, password string) string {
 // adminToken is the operator client's token (role admin).
 func (p *runningPlatform) adminToken() string {
 	p.t.Helper()
+	return p.clientToken(p.state.ClientID, p.state.ClientSecret)
+}
+
+// clientToken is an access token from the client-credentials grant.
+func (p *runningPlatform) clientToken(id, secret string) string {
+	p.t.Helper()
 	r := p.do("POST", "/oauth2/token", "", url.Values{"grant_type": {"client_credentials"},
-		"client_id": {p.state.ClientID}, "client_secret": {p.state.ClientSecret}})
+		"client_id": {id}, "client_secret": {secret}})
 	tok, _ := r.json(p.t)["access_token"].(string)
 	if r.status != http.StatusOK || tok == "" {
-		p.t.Fatalf("client credentials: %d %s", r.status, r.body)
+		p.t.Fatalf("client credentials of %s: %d %s", id, r.status, r.body)
 	}
 	return tok
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,13 +94,7 @@ func TestServiceCall(t *testing.T) {
 // it.
 func (p *runningPlatform) serviceToken(name string) string {
 	p.t.Helper()
-	r := p.do("POST", "/oauth2/token", "", url.Values{"grant_type": {"client_credentials"},
-		"client_id": {auth.ServiceClientID(name)}, "client_secret": {p.state.ServiceSecret(name)}})
-	tok, _ := r.json(p.t)["access_token"].(string)
-	if r.status != http.StatusOK || tok == "" {
-		p.t.Fatalf("%s's client credentials: %d %s", name, r.status, r.body)
-	}
-	return tok
+	return p.clientToken(auth.ServiceClientID(name), p.state.ServiceSecret(name))
 }
 
 // asService makes a client's calls as service name, with its token.

@@ -153,7 +153,7 @@ func (b *Balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			ep.inflight.Add(-1)
 			if refused(err) {
 				b.picks.WithLabelValues(service, "refused").Inc()
-				b.eject(service, ep, true)
+				b.eject(service, ep)
 				if len(tried) < min(len(insts), maxConnectTries) && req.Context().Err() == nil {
 					continue // it never reached the instance: any request may go elsewhere
 				}
@@ -269,17 +269,16 @@ func (b *Balancer) fail(service string, e *endpoint) {
 	eject := e.failures >= ejectAfter
 	e.mu.Unlock()
 	if eject {
-		b.eject(service, e, false)
+		b.eject(service, e)
 	}
 }
 
-func (b *Balancer) eject(service string, e *endpoint, now bool) {
+// eject takes e out of rotation: for ejectFor, doubling with each
+// ejection in a row.
+func (b *Balancer) eject(service string, e *endpoint) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.lastFailed = true
-	if !now && e.failures < ejectAfter {
-		return
-	}
 	t := b.now()
 	if t.Before(e.ejectedUntil) {
 		return // already out; do not count it twice
