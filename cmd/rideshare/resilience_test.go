@@ -371,7 +371,7 @@ var terminalStatuses = []any{"completed", "cancelled", "payment_declined", "no_d
 // would.
 func (p *runningPlatform) fault(dir string, args ...string) {
 	p.t.Helper()
-	var out syncBuffer
+	var out testenv.Buffer
 	if code := run(p.t.Context(), append(append([]string{"fault"}, args...), "--data", dir), os.Getenv, nil, &out, &out); code != 0 {
 		p.t.Fatalf("rideshare fault %v: exit %d\n%s", args, code, out.String())
 	}

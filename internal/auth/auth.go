@@ -43,6 +43,8 @@ type Verifier struct {
 	// but the internal audience.
 	services *jwt.Parser
 	log      *slog.Logger
+	// verified are the tokens Verify accepted recently (verified.go).
+	verified verifiedTokens
 
 	mu      sync.RWMutex
 	keys    keyfunc.Keyfunc // nil until the issuer's keys are located
@@ -70,10 +72,28 @@ func (a *Verifier) Caller(r *http.Request) (*authv1.Caller, error) {
 
 // Verify checks token and returns who it speaks for. Every refusal is the
 // same Unauthenticated invalid_token: the caller learns nothing about which
-// check failed (the log says, at info level).
+// check failed (the log says, at info level). A token that passed is taken
+// on trust for up to a minute (verified.go), so the Caller returned may be
+// shared between requests: callers must not modify it.
 func (a *Verifier) Verify(ctx context.Context, token string) (*authv1.Caller, error) {
-	c, _, err := a.VerifyUntil(ctx, token)
-	return c, err
+	now := a.now()
+	if c, ok := a.verified.get(token, now); ok {
+		return c, nil
+	}
+	c, exp, err := a.VerifyUntil(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	a.verified.put(token, c, exp, now)
+	return c, nil
+}
+
+// now is the clock tokens are checked against.
+func (a *Verifier) now() time.Time {
+	if a.cfg.Now != nil {
+		return a.cfg.Now()
+	}
+	return time.Now()
 }
 
 // VerifyUntil is Verify, and also returns when the token expires, for a

@@ -272,6 +272,7 @@ type fakeIssuer struct {
 	srv        *httptest.Server
 	key        signer
 	down       atomic.Bool
+	keysDown   atomic.Bool // the key set fails while discovery works
 	jwksFetch  atomic.Int32
 	issuerSays string // the issuer the discovery document names; default its URL
 }
@@ -295,6 +296,10 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 	})
 	mux.HandleFunc("GET /realms/rideshare/protocol/openid-connect/certs", func(w http.ResponseWriter, r *http.Request) {
 		f.jwksFetch.Add(1)
+		if f.keysDown.Load() {
+			http.Error(w, "restarting", http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write(jwks(t, f.key))
 	})
 	f.srv = httptest.NewServer(mux)
@@ -386,6 +391,35 @@ func TestExternalIssuerLate(t *testing.T) {
 		_, err := v.Verify(ctx, tok)
 		return v.Ready() == nil && err == nil
 	}, "the verifier never found the issuer once it was up")
+}
+
+// TestKeysLate: the key set cannot be fetched when a process starts (the
+// issuer is restarting), with the key set's URL configured directly as the
+// platform's services have it. Valid tokens must meet Unavailable, which
+// callers retry, never "invalid token", and pass within seconds of the
+// keys coming back, not at the next periodic refresh minutes later.
+func TestKeysLate(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := newFakeIssuer(t)
+	f.keysDown.Store(true)
+	v, err := New(ctx, Config{Issuer: f.issuer(), JWKSURL: f.issuer() + "/protocol/openid-connect/certs",
+		Audience: "rideshare-api", RoleClaim: "realm_access.roles", Client: f.srv.Client(), Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := f.token(t, "rideshare-api", "rider")
+	if v.Ready() == nil {
+		t.Fatal("ready without keys")
+	}
+	if _, err := v.Verify(ctx, tok); apperr.KindOf(err) != apperr.Unavailable {
+		t.Fatalf("verify without keys: %v, want unavailable", err)
+	}
+	f.keysDown.Store(false)
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		_, err = v.Verify(ctx, tok)
+		return v.Ready() == nil && err == nil
+	}, "a valid token still refused once the keys were back: %v", &err)
 }
 
 func TestDiscoveryRefusals(t *testing.T) {

@@ -59,12 +59,14 @@ const (
 	// nobody has seen: a stream of forged kids costs one fetch per period.
 	unknownKIDRefresh = 30 * time.Second
 	maxDiscovery      = 1 << 20
+	// maxDiscoverWait bounds the pause between attempts to locate the keys.
+	maxDiscoverWait = 5 * time.Second
 )
 
-// New builds a Verifier for cfg. When the keys must be discovered and the
-// issuer cannot be reached yet, New still succeeds: discovery is retried in
-// the background until ctx ends, and meanwhile Verify answers Unavailable
-// and Ready reports why.
+// New builds a Verifier for cfg. When the issuer's keys cannot be fetched
+// yet (its discovery document or its key set), New still succeeds: the
+// fetch is retried in the background until ctx ends, and meanwhile Verify
+// answers Unavailable, which callers retry, and Ready reports why.
 func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Issuer == "" {
 		return nil, errors.New("auth: no token issuer configured")
@@ -83,21 +85,14 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	v := &Verifier{cfg: cfg, log: cfg.Log,
 		parser: jwt.NewParser(parserOptions(cfg, cfg.Audience)...), services: jwt.NewParser(parserOptions(cfg, ServiceAudience)...)}
-	switch {
-	case cfg.Keys != nil:
+	if cfg.Keys != nil {
 		v.keys = cfg.Keys
-	case cfg.JWKSURL != "":
-		keys, err := remoteKeys(ctx, cfg, cfg.JWKSURL)
-		if err != nil {
-			return nil, err
-		}
-		v.keys = keys
-	default:
-		if err := v.discover(ctx); err != nil {
-			v.log.Warn("token issuer not reachable yet; retrying", "issuer", cfg.Issuer, "err", err)
-			v.keysErr = err
-			go v.keepDiscovering(ctx)
-		}
+		return v, nil
+	}
+	if err := v.discover(ctx); err != nil {
+		v.log.Warn("token issuer's keys not reachable yet; retrying", "issuer", cfg.Issuer, "err", err)
+		v.keysErr = err
+		go v.keepDiscovering(ctx)
 	}
 	return v, nil
 }
@@ -124,8 +119,14 @@ func parserOptions(cfg Config, audience string) []jwt.ParserOption {
 // remoteKeys fetches jwksURL in the background (the issuer may still be
 // starting), again every keysRefresh, and when an unknown kid shows up.
 func remoteKeys(ctx context.Context, cfg Config, jwksURL string) (keyfunc.Keyfunc, error) {
-	noErr := true
-	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{jwksURL}, keyfunc.Override{
+	// The first fetch must succeed: a key set that starts empty refuses
+	// every valid token as unknown (401) until the next refresh minutes
+	// later, while New's caller retries a failed fetch within seconds and
+	// answers 503 meanwhile. The library starts its refresh loop before
+	// that fetch, so a failed attempt cancels the loop it started.
+	kctx, cancel := context.WithCancel(ctx)
+	noErr := false
+	keys, err := keyfunc.NewDefaultOverrideCtx(kctx, []string{jwksURL}, keyfunc.Override{
 		Client:                    cfg.Client,
 		HTTPTimeout:               fetchTimeout,
 		NoErrorReturnFirstHTTPReq: &noErr,
@@ -139,8 +140,10 @@ func remoteKeys(ctx context.Context, cfg Config, jwksURL string) (keyfunc.Keyfun
 		},
 	})
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("auth: jwks %s: %w", jwksURL, err)
 	}
+	context.AfterFunc(ctx, cancel) // a working key set refreshes as long as ctx lives
 	return keys, nil
 }
 
@@ -160,16 +163,20 @@ func (v *Verifier) keepDiscovering(ctx context.Context) {
 		v.mu.Lock()
 		v.keysErr = err
 		v.mu.Unlock()
-		wait = min(2*wait, time.Minute)
+		// Capped low: until the keys are in, every request is refused.
+		wait = min(2*wait, maxDiscoverWait)
 	}
 }
 
 // discover reads the issuer's discovery document for its jwks_uri and
 // starts fetching the keys from there.
 func (v *Verifier) discover(ctx context.Context) error {
-	jwksURL, err := Discover(ctx, v.cfg.Client, v.cfg.Issuer)
-	if err != nil {
-		return err
+	jwksURL := v.cfg.JWKSURL
+	if jwksURL == "" {
+		var err error
+		if jwksURL, err = Discover(ctx, v.cfg.Client, v.cfg.Issuer); err != nil {
+			return err
+		}
 	}
 	keys, err := remoteKeys(ctx, v.cfg, jwksURL)
 	if err != nil {

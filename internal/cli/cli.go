@@ -36,7 +36,11 @@ func commands() []command {
 		{"up", "run the whole platform on this machine, each service its own process", runUp},
 		{"serve", "run one service (what a container runs)", runServe},
 		{"fault", "make a service slow or broken on purpose, or clear it", runFault},
+		{"load", "drive simulated riders and drivers through the public API; report throughput and latency", runLoad},
+		{"drill", "run a live drill: a fault under load, and a verdict with the numbers behind it", runDrill},
+		{"check", "audit a running platform's invariants: sagas, captures, holds, ledger, outboxes", runCheck},
 		{"admin", "operator tasks: grant the admin role", runAdmin},
+		{"probe", "exit 0 when a process answers its health URL (container health checks)", runProbe},
 	}
 }
 

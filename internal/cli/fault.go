@@ -10,10 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -44,13 +40,7 @@ func runFault(ctx context.Context, env Env, args []string) error {
 	lasting := fs.Duration("for", 0, "the fault ends by itself after this long (default: until cleared)")
 	status := fs.Int("status", 0, "HTTP status of an injected error (default 503)")
 	clearFlag := fs.Bool("clear", false, "clear SERVICE's faults (only the one on --route, if given)")
-	data := fs.String("data", ".rideshare", "data folder of the local platform, holding "+StateFile)
-	gateway := fs.String("gateway", envOr(env, "RIDESHARE_GATEWAY", ""), "gateway URL of a remote platform (instead of "+StateFile+") [RIDESHARE_GATEWAY]")
-	clientID := fs.String("client-id", envOr(env, "RIDESHARE_CLIENT_ID", ""), "operator client id [RIDESHARE_CLIENT_ID]")
-	clientSecret := fs.String("client-secret", envOr(env, "RIDESHARE_CLIENT_SECRET", ""), "operator client secret [RIDESHARE_CLIENT_SECRET]")
-	timeout := fs.Duration("timeout", 10*time.Second, "give up on a call that takes longer than this")
-	overrides := keyValues{}
-	fs.Var(overrides, "service", "NAME=URL where to reach a service's admin switch; repeatable")
+	op := addOperatorFlags(fs, env)
 
 	target, err := parseFaultArgs(fs, env, args)
 	if err != nil {
@@ -75,11 +65,10 @@ func runFault(ctx context.Context, env Env, args []string) error {
 		}
 	}
 
-	p, err := findFaultPlatform(*data, *gateway, *clientID, *clientSecret, overrides)
+	p, err := op.platform()
 	if err != nil {
 		return err
 	}
-	p.http = &http.Client{Timeout: *timeout}
 	targets := p.names()
 	if target != "list" && target != "clear" {
 		if targets = p.instancesOf(target); len(targets) == 0 {
@@ -92,10 +81,10 @@ func runFault(ctx context.Context, env Env, args []string) error {
 	w := env.Stdout
 	switch {
 	case target == "clear" || *clearFlag:
-		return p.each(env, targets, func(name string) error { return p.clear(ctx, w, name, *route, set["route"]) })
+		return p.each(env, targets, func(name string) error { return p.clearFaults(ctx, w, name, *route, set["route"]) })
 	case !faultFlags: // list, or one service's faults
 		return p.each(env, targets, func(name string) error {
-			got, err := p.call(ctx, name, http.MethodGet, "", nil)
+			got, err := p.callFaults(ctx, name, http.MethodGet, "", nil)
 			if err == nil {
 				printFaults(w, name, got)
 			}
@@ -103,7 +92,7 @@ func runFault(ctx context.Context, env Env, args []string) error {
 		})
 	}
 	return p.each(env, targets, func(name string) error {
-		got, err := p.call(ctx, name, http.MethodPut, "", fault)
+		got, err := p.callFaults(ctx, name, http.MethodPut, "", fault)
 		if err != nil {
 			return err
 		}
@@ -115,24 +104,6 @@ func runFault(ctx context.Context, env Env, args []string) error {
 		}
 		return fmt.Errorf("%s accepted the fault but does not list it", name)
 	})
-}
-
-// instancesOf are the processes a service name stands for: itself, or,
-// for a service `up` runs as replicas, every one of them ("payments-1",
-// "payments-2"), so that a fault slows the service, not a third of it.
-func (p *faultPlatform) instancesOf(name string) []string {
-	if _, ok := p.services[name]; ok {
-		return []string{name}
-	}
-	var out []string
-	for _, n := range p.names() {
-		if rest, ok := strings.CutPrefix(n, name+"-"); ok {
-			if _, err := strconv.Atoi(rest); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
 }
 
 // parseFaultArgs parses flags on either side of the one positional
@@ -163,132 +134,9 @@ func faultUsage(env Env, format string, args ...any) error {
 	return errUsage
 }
 
-// faultPlatform is how to reach a platform's fault switches.
-type faultPlatform struct {
-	gateway      string
-	clientID     string
-	clientSecret string
-	services     map[string]string // name → base URL, the gateway included
-	stateFile    string            // where the local platform was found; "" for a remote one
-	http         *http.Client
-	token        string
-}
-
-// findFaultPlatform reads the local platform's state file, or takes a
-// remote platform from flags; --service overrides either.
-func findFaultPlatform(data, gateway, clientID, clientSecret string, overrides keyValues) (*faultPlatform, error) {
-	p := &faultPlatform{services: map[string]string{}}
-	if gateway == "" {
-		st, err := ReadState(data)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("the platform is not running: there is no %s (start it with `rideshare up`; "+
-				"for a platform in another data folder use --data DIR, for a remote one --gateway URL --client-id ID --client-secret SECRET)",
-				filepath.Join(data, StateFile))
-		}
-		if err != nil {
-			return nil, err
-		}
-		p.stateFile = filepath.Join(data, StateFile)
-		p.gateway, p.clientID, p.clientSecret = st.GatewayURL, st.ClientID, st.ClientSecret
-		for name, u := range st.Services {
-			p.services[name] = u
-		}
-	} else {
-		p.gateway = gateway
-	}
-	if clientID != "" {
-		p.clientID = clientID
-	}
-	if clientSecret != "" {
-		p.clientSecret = clientSecret
-	}
-	if p.gateway == "" {
-		return nil, fmt.Errorf("%s names no gateway: is the platform still starting?", p.stateFile)
-	}
-	if p.clientID == "" || p.clientSecret == "" {
-		return nil, errors.New("no operator credential: give --client-id and --client-secret (or RIDESHARE_CLIENT_ID and RIDESHARE_CLIENT_SECRET)")
-	}
-	p.gateway = strings.TrimRight(p.gateway, "/")
-	p.services["gateway"] = p.gateway
-	for name, u := range overrides {
-		p.services[name] = u
-	}
-	for name, u := range p.services {
-		p.services[name] = strings.TrimRight(u, "/")
-	}
-	return p, nil
-}
-
-func (p *faultPlatform) names() []string {
-	names := make([]string, 0, len(p.services))
-	for n := range p.services {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-// login gets an admin access token with the operator's client credential
-// from the gateway. If the gateway itself is faulted (an injected error on
-// every route would lock the operator out of clearing it), it asks the
-// identity service directly, which issues the same token.
-func (p *faultPlatform) login(ctx context.Context) error {
-	tok, err := p.requestToken(ctx, p.gateway)
-	if err == nil {
-		p.token = tok
-		return nil
-	}
-	var down *gatewayUnavailable
-	if identity, ok := p.services["identity"]; ok && errors.As(err, &down) {
-		if tok, ierr := p.requestToken(ctx, identity); ierr == nil {
-			p.token = tok
-			return nil
-		}
-	}
-	return err
-}
-
-// gatewayUnavailable is a token endpoint that answered but could not
-// serve: a 5xx, or an injected fault.
-type gatewayUnavailable struct{ msg string }
-
-func (e *gatewayUnavailable) Error() string { return e.msg }
-
-func (p *faultPlatform) requestToken(ctx context.Context, base string) (string, error) {
-	tok, err := requestOperatorToken(ctx, p.http, base+"/oauth2/token", p.clientID, p.clientSecret)
-	if err != nil {
-		if p.stateFile != "" {
-			return "", fmt.Errorf("the platform is not running: the gateway at %s does not answer (%v); start it with `rideshare up`", base, unwrapURLError(err))
-		}
-		return "", fmt.Errorf("the gateway at %s does not answer: %v", base, unwrapURLError(err))
-	}
-	if tok.status == http.StatusOK {
-		if tok.AccessToken == "" {
-			return "", fmt.Errorf("the token endpoint at %s answered without an access token: %.200s", base, tok.body)
-		}
-		return tok.AccessToken, nil
-	}
-	switch {
-	case tok.status >= 500 || tok.Code == faults.Code:
-		return "", &gatewayUnavailable{fmt.Sprintf("the gateway at %s could not issue a token (%d %s)%s", base,
-			tok.status, http.StatusText(tok.status), describeRemote(tok.Detail, tok.Code, tok.body))}
-	case tok.status == http.StatusBadRequest || tok.status == http.StatusUnauthorized:
-		where := "--client-id/--client-secret"
-		if p.stateFile != "" && p.clientID != "" {
-			where = p.stateFile
-		}
-		reason := tok.Error
-		if tok.ErrorDescription != "" {
-			reason += ": " + tok.ErrorDescription
-		}
-		return "", fmt.Errorf("the gateway refused the operator credential (client %q from %s): the credential is wrong (%s)", p.clientID, where, reason)
-	}
-	return "", fmt.Errorf("the token endpoint at %s answered %d %s%s", base, tok.status, http.StatusText(tok.status), describeRemote(tok.Detail, tok.Code, tok.body))
-}
-
 // call sends one request to a service's fault switch and returns the faults
 // in force afterwards.
-func (p *faultPlatform) call(ctx context.Context, name, method, query string, fault any) ([]faults.Fault, error) {
+func (p *operatorPlatform) callFaults(ctx context.Context, name, method, query string, fault any) ([]faults.Fault, error) {
 	var body io.Reader
 	if fault != nil {
 		b, err := json.Marshal(fault)
@@ -350,15 +198,15 @@ type remoteError struct {
 func (e *remoteError) Error() string { return e.msg }
 
 // clear removes a service's faults, or only the one on route.
-func (p *faultPlatform) clear(ctx context.Context, w io.Writer, name, route string, onlyRoute bool) error {
+func (p *operatorPlatform) clearFaults(ctx context.Context, w io.Writer, name, route string, onlyRoute bool) error {
 	if !onlyRoute {
-		if _, err := p.call(ctx, name, http.MethodDelete, "", nil); err != nil {
+		if _, err := p.callFaults(ctx, name, http.MethodDelete, "", nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "%s: faults cleared\n", name)
 		return nil
 	}
-	_, err := p.call(ctx, name, http.MethodDelete, "?route="+url.QueryEscape(route), nil)
+	_, err := p.callFaults(ctx, name, http.MethodDelete, "?route="+url.QueryEscape(route), nil)
 	var re *remoteError
 	if errors.As(err, &re) && re.code == "no_fault" {
 		fmt.Fprintf(w, "%s: no fault on %q\n", name, route)
@@ -368,25 +216,6 @@ func (p *faultPlatform) clear(ctx context.Context, w io.Writer, name, route stri
 		return err
 	}
 	fmt.Fprintf(w, "%s: fault on %q cleared\n", name, route)
-	return nil
-}
-
-// each runs fn for every service in name order, reporting each failure and
-// carrying on, so one service that is down does not hide the others.
-func (p *faultPlatform) each(env Env, names []string, fn func(name string) error) error {
-	if len(names) == 1 {
-		return fn(names[0])
-	}
-	failed := 0
-	for _, name := range names {
-		if err := fn(name); err != nil {
-			failed++
-			fmt.Fprintf(env.Stderr, "%v\n", err)
-		}
-	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d services failed", failed, len(names))
-	}
 	return nil
 }
 
@@ -411,30 +240,6 @@ func faultLasting(f faults.Fault, justSet bool) string {
 		return fmt.Sprintf(" for %s (until %s)", shortDuration(f.For), until)
 	}
 	return " until " + until
-}
-
-// describeRemote is the useful part of an error answer: its detail and
-// code, or the start of a body that is not a problem.
-func describeRemote(detail, code string, raw []byte) string {
-	switch {
-	case detail != "" && code != "":
-		return ": " + detail + " (" + code + ")"
-	case detail != "":
-		return ": " + detail
-	case len(bytes.TrimSpace(raw)) > 0:
-		return fmt.Sprintf(": %.200s", bytes.TrimSpace(raw))
-	}
-	return ""
-}
-
-// unwrapURLError drops net/http's "Post \"URL\":" prefix, which repeats
-// what the message already says.
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // shortDuration drops Go's trailing zero units: "1m" rather than "1m0s".

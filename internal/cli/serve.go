@@ -65,9 +65,11 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "serve "+name, "serve "+name+" [flags]", name+": "+svc.Summary+
 		".\nEvery flag can also be set by the environment variable named in brackets.")
 	listen := fs.String("listen", envOr(env, "RIDESHARE_LISTEN", "127.0.0.1:0"), "address to serve on, host:port or fd:N for an inherited socket [RIDESHARE_LISTEN]")
+	instanceListen := fs.String("instance-listen", envOr(env, "RIDESHARE_INSTANCE_LISTEN", ""), "a second address, this instance's alone, serving the same endpoints, for when --listen is a socket\nshared with other replicas: probes and operators reach this one instance there [RIDESHARE_INSTANCE_LISTEN]")
 	db := fs.String("db", envOr(env, "RIDESHARE_DB", filepath.Join(".rideshare", name+".db")), "database: a SQLite file path or a postgres:// DSN [RIDESHARE_DB]")
 	natsURL := fs.String("nats", envOr(env, "RIDESHARE_NATS", ""), "NATS JetStream URL, e.g. nats://127.0.0.1:4222 [RIDESHARE_NATS]")
 	replicas := fs.Int("stream-replicas", atoi(envOr(env, "RIDESHARE_STREAM_REPLICAS", "1")), "replicas of each JetStream stream (the cluster size) [RIDESHARE_STREAM_REPLICAS]")
+	natsSecurity := natsSecurityFlags(fs, env)
 	publicURL := fs.String("public-url", envOr(env, "RIDESHARE_PUBLIC_URL", ""), "the gateway's public base URL, which is also the token issuer [RIDESHARE_PUBLIC_URL]")
 	dev := fs.Bool("dev", envOr(env, "RIDESHARE_DEV", "") == "true", "developer mode: allows the first-party password grant; never in production [RIDESHARE_DEV=true]")
 	logLevel := fs.String("log-level", envOr(env, "RIDESHARE_LOG_LEVEL", "info"), "debug, info, warn or error [RIDESHARE_LOG_LEVEL]")
@@ -97,11 +99,17 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if svc.Database && *db == "" {
 		return errors.New("--db is required")
 	}
+	sec := natsSecurity()
+	if _, err := sec.Options(); err != nil {
+		return err
+	}
 	ctx = watchParent(ctx, env)
 	return platform.Run(ctx, svc, platform.Config{
 		Listen:         *listen,
+		InstanceListen: *instanceListen,
 		DB:             *db,
 		NATS:           *natsURL,
+		NATSSecurity:   sec,
 		StreamReplicas: *replicas,
 		Peers:          peers,
 		Advertise:      strings.TrimRight(*advertise, "/"),
@@ -122,13 +130,28 @@ func runServe(ctx context.Context, env Env, args []string) error {
 
 // serveBroker runs the embedded JetStream server as its own process, with a
 // small HTTP server for readiness and metrics like every other process.
+// Given a cluster name it is one member of a JetStream cluster.
 func serveBroker(ctx context.Context, env Env, args []string) error {
-	fs := newFlags(env, "serve broker", "serve broker [flags]", "An embedded NATS JetStream server, as `up` runs it.")
+	fs := newFlags(env, "serve broker", "serve broker [flags]", "An embedded NATS JetStream server, as `up` runs it, or one member of a JetStream cluster:\n"+
+		"  serve broker --server-name n1 --cluster-name rideshare --cluster-listen 0.0.0.0:6222 \\\n"+
+		"    --routes nats://n1:6222,nats://n2:6222,nats://n3:6222 --nats-listen 0.0.0.0:4222 --store /data/jetstream\n"+
+		"Three members tolerate the loss of one; services then use --stream-replicas 3.")
 	listen := fs.String("listen", envOr(env, "RIDESHARE_LISTEN", "127.0.0.1:0"), "address of the readiness/metrics HTTP server [RIDESHARE_LISTEN]")
 	natsAddr := fs.String("nats-listen", envOr(env, "RIDESHARE_NATS_LISTEN", "127.0.0.1:0"), "host:port for NATS clients [RIDESHARE_NATS_LISTEN]")
 	store := fs.String("store", envOr(env, "RIDESHARE_BROKER_STORE", filepath.Join(".rideshare", "broker")), "folder for JetStream's streams [RIDESHARE_BROKER_STORE]")
+	serverName := fs.String("server-name", envOr(env, "RIDESHARE_BROKER_NAME", "rideshare-broker"), "this server's name, unique in a cluster and the same across its restarts [RIDESHARE_BROKER_NAME]")
+	clusterName := fs.String("cluster-name", envOr(env, "RIDESHARE_CLUSTER_NAME", ""), "join a JetStream cluster of this name (the same on every member); empty runs alone [RIDESHARE_CLUSTER_NAME]")
+	clusterListen := fs.String("cluster-listen", envOr(env, "RIDESHARE_CLUSTER_LISTEN", ""), "host:port for the other members' route connections, e.g. 0.0.0.0:6222 [RIDESHARE_CLUSTER_LISTEN]")
+	routes := fs.String("routes", envOr(env, "RIDESHARE_ROUTES", ""), "comma-separated route URLs of the members, e.g. nats://n1:6222,nats://n2:6222,nats://n3:6222\n(listing this member too is fine) [RIDESHARE_ROUTES]")
 	if err := parse(fs, env, args); err != nil {
 		return err
+	}
+	opts := broker.EmbeddedOptions{Addr: *natsAddr, StoreDir: *store, Name: *serverName}
+	if *clusterName != "" || *clusterListen != "" || *routes != "" {
+		if *clusterName == "" || *clusterListen == "" || *routes == "" {
+			return errors.New("a cluster member needs --cluster-name, --cluster-listen and --routes")
+		}
+		opts.Cluster = &broker.ClusterOptions{Name: *clusterName, Listen: *clusterListen, Routes: strings.Split(*routes, ",")}
 	}
 	ctx = watchParent(ctx, env)
 	log := telemetry.NewLogger(env.Stderr, brokerName, slog.LevelInfo)
@@ -137,7 +160,7 @@ func serveBroker(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer ln.Close()
-	srv, err := broker.RunEmbedded(broker.EmbeddedOptions{Addr: *natsAddr, StoreDir: *store, Name: "rideshare-broker"})
+	srv, err := broker.RunEmbedded(opts)
 	if err != nil {
 		return err
 	}
@@ -145,19 +168,44 @@ func serveBroker(ctx context.Context, env Env, args []string) error {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	}()
-	log.Info("broker serving", "nats", broker.URL(srv), "store", *store)
+	log.Info("broker serving", "nats", broker.URL(srv), "store", *store, "server_name", *serverName,
+		"cluster", *clusterName, "cluster_url", broker.ClusterURL(srv))
 	return server.Serve(ctx, ln, server.Config{
 		Logger:   log,
 		Registry: telemetry.NewRegistry(),
 		Ready: func(context.Context) error {
 			// RunEmbedded waited for the server to accept connections; from
-			// then on, ready means still running with JetStream on.
+			// then on, ready means still running with JetStream on, and for
+			// a cluster member, a meta leader elected: without one no
+			// stream can be created or changed. (Start a cluster's members
+			// together, e.g. a StatefulSet's podManagementPolicy Parallel:
+			// none is ready before a majority runs.)
 			if !srv.Running() || !srv.JetStreamEnabled() {
 				return errors.New("jetstream not ready")
+			}
+			if opts.Cluster != nil && broker.MetaLeader(srv) == "" {
+				return errors.New("jetstream cluster has no meta leader yet")
 			}
 			return nil
 		},
 	})
+}
+
+// natsSecurityFlags declares the broker's credential and TLS flags on fs
+// and returns a function that reads them, with the secrets, which come only
+// from the environment: flags show in the process list.
+func natsSecurityFlags(fs *flag.FlagSet, env Env) func() broker.Security {
+	creds := fs.String("nats-creds", envOr(env, "RIDESHARE_NATS_CREDS", ""), "NATS credentials file (user JWT and nkey seed); or set RIDESHARE_NATS_USER and\nRIDESHARE_NATS_PASSWORD, or RIDESHARE_NATS_TOKEN, in the environment (never as flags) [RIDESHARE_NATS_CREDS]")
+	ca := fs.String("nats-tls-ca", envOr(env, "RIDESHARE_NATS_TLS_CA", ""), "PEM file of the CAs that sign the NATS servers' certificates (turns on TLS) [RIDESHARE_NATS_TLS_CA]")
+	cert := fs.String("nats-tls-cert", envOr(env, "RIDESHARE_NATS_TLS_CERT", ""), "PEM client certificate, for NATS servers that require mutual TLS (with --nats-tls-key) [RIDESHARE_NATS_TLS_CERT]")
+	key := fs.String("nats-tls-key", envOr(env, "RIDESHARE_NATS_TLS_KEY", ""), "PEM key of --nats-tls-cert [RIDESHARE_NATS_TLS_KEY]")
+	return func() broker.Security {
+		return broker.Security{
+			CredsFile: *creds, TLSCA: *ca, TLSCert: *cert, TLSKey: *key,
+			User: env.Getenv("RIDESHARE_NATS_USER"), Password: env.Getenv("RIDESHARE_NATS_PASSWORD"),
+			Token: env.Getenv("RIDESHARE_NATS_TOKEN"),
+		}
+	}
 }
 
 // watchParent ends ctx when the supervising `up` goes away: `up` holds our

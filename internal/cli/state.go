@@ -16,9 +16,16 @@ const StateFile = "platform.json"
 // State is the running platform's address book and operator credential.
 // The file is mode 0600: it holds a client secret.
 type State struct {
-	GatewayURL string            `json:"gateway_url"`
-	NATSURL    string            `json:"nats_url"`
-	Services   map[string]string `json:"services"`
+	GatewayURL string `json:"gateway_url"`
+	// NATSURL is the broker's URL (comma-separated for a cluster), without
+	// a password or token.
+	NATSURL  string            `json:"nats_url"`
+	Services map[string]string `json:"services"`
+	// Databases maps each service that keeps data to its database: a
+	// SQLite file, or a PostgreSQL DSN without its password (tools find
+	// that where psql does: PGPASSWORD or ~/.pgpass), so that no secret
+	// is kept here that `up` did not make itself.
+	Databases map[string]string `json:"databases,omitempty"`
 	// ClientID and ClientSecret are the operator's client-credentials
 	// client; kept across runs so scripts keep working.
 	ClientID     string `json:"client_id"`

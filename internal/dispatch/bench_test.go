@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
@@ -17,6 +18,7 @@ import (
 	"github.com/rideshare-platform/rideshare/api/dispatch/v1/dispatchv1connect"
 	"github.com/rideshare-platform/rideshare/internal/geo"
 	"github.com/rideshare-platform/rideshare/internal/platform"
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 // benchFleet is a service with n online drivers spread over the city.
@@ -53,6 +55,83 @@ func BenchmarkUpdateLocation(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkUpdateLocationBroadcast is BenchmarkUpdateLocation alone and
+// with the broadcast to other replicas on (an embedded broker in the same
+// process, so its share of the CPU is counted too): what sharing live
+// positions costs a ping.
+func BenchmarkUpdateLocationBroadcast(b *testing.B) {
+	for _, cast := range []bool{false, true} {
+		name := map[bool]string{false: "alone", true: "broadcast"}[cast]
+		b.Run(name, func(b *testing.B) {
+			e, ids := benchFleet(b, 10_000)
+			if cast {
+				srv := testenv.Broker(b)
+				nc, _ := testenv.Connect(b, srv)
+				bc, err := newBroadcaster(nc, e.d.fleet, defaultCastWindow, nil, e.d.log)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- bc.run(ctx) }()
+				defer func() { cancel(); <-done }()
+				e.d.cast = bc
+			}
+			r := rand.New(rand.NewPCG(5, 6))
+			reqs := make([]*connect.Request[dispatchv1.UpdateLocationRequest], 1024)
+			for i := range reqs {
+				reqs[i] = connect.NewRequest(&dispatchv1.UpdateLocationRequest{
+					Caller: &authv1.Caller{UserId: ids[r.IntN(len(ids))], Role: authv1.Role_ROLE_DRIVER}, Location: randomIn(r, geo.SanFrancisco).Proto(),
+				})
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			start := time.Now()
+			for i := 0; b.Loop(); i++ {
+				if _, err := e.h.UpdateLocation(ctx, reqs[i%len(reqs)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "pings/s")
+		})
+	}
+}
+
+// BenchmarkAbsorbBroadcast is the receiving side: decoding a full message
+// of fixes from another replica and applying it to a fleet of 10k drivers,
+// per fix.
+func BenchmarkAbsorbBroadcast(b *testing.B) {
+	e, ids := benchFleet(b, 10_000)
+	bc, err := newBroadcaster(nil, e.d.fleet, defaultCastWindow, nil, e.d.log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	at := time.Now()
+	msgs := make([]*nats.Msg, 64)
+	fill := func() {
+		for i := range msgs {
+			facts := make([]fact, castBatch)
+			for j := range facts {
+				at = at.Add(time.Microsecond) // each newer than the last, so every fix applies
+				facts[j] = fact{kind: factFix, driver: ids[r.IntN(len(ids))], at: at, pos: randomIn(r, geo.SanFrancisco)}
+			}
+			msgs[i] = &nats.Msg{Data: encodeFacts("other", facts)}
+		}
+	}
+	fill()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i > 0 && i%len(msgs) == 0 {
+			b.StopTimer()
+			fill()
+			b.StartTimer()
+		}
+		bc.receive(msgs[i%len(msgs)])
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*castBatch), "ns/fix")
 }
 
 // BenchmarkUpdateLocationHTTP is the same ping over HTTP with the

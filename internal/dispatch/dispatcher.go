@@ -13,9 +13,12 @@ import (
 // dispatcher is the dispatch domain: the fleet in memory, searches and
 // offers in the database, and the rules that move rides between drivers.
 type dispatcher struct {
-	store   *store
-	outbox  *outbox.Outbox
-	fleet   *fleet
+	store  *store
+	outbox *outbox.Outbox
+	fleet  *fleet
+	// cast shares fleet changes with the other replicas; nil without a
+	// broker, when this process is the only replica.
+	cast    *broadcaster
 	router  Router
 	now     func() time.Time
 	cfg     config
@@ -36,9 +39,12 @@ type config struct {
 	retryEvery time.Duration
 	// flushEvery is how often positions are written to the database.
 	flushEvery time.Duration
-	// refreshEvery is how often the fleet is re-read from the database, to
-	// see what other replicas changed.
+	// refreshEvery is how often the fleet is re-read from the database:
+	// the safety net behind the broadcast, for what a replica missed.
 	refreshEvery time.Duration
+	// castWindow is how long a replica gathers fleet changes before
+	// broadcasting them in one message.
+	castWindow time.Duration
 	// supplyEvery is how often zones are checked for SupplyChanged; a zone
 	// is announced at most once per interval.
 	supplyEvery time.Duration
@@ -53,6 +59,7 @@ var defaultConfig = config{
 	retryEvery:    2 * time.Second,
 	flushEvery:    5 * time.Second,
 	refreshEvery:  5 * time.Second,
+	castWindow:    defaultCastWindow,
 	supplyEvery:   3 * time.Second,
 	supplyRepeat:  time.Minute,
 }

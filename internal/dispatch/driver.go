@@ -44,23 +44,27 @@ func (d *dispatcher) setAvailability(ctx context.Context, driverID string, onlin
 	if err != nil {
 		return err
 	}
-	if f != nil {
-		d.fleet.locate(driverID, f.at, f.recorded, true)
+	if f != nil && d.fleet.locate(driverID, f.at, f.recorded, true) {
+		d.cast.fix(driverID, f.at, f.recorded)
 	}
 	d.fleet.setOnline(driverID, online, now)
+	d.cast.online(driverID, online, now)
 	return nil
 }
 
-// locate records a position ping in memory only; the flusher persists it
-// later. A fix stamped in the future counts as taken now, so a device whose
-// clock runs fast cannot make every later honest ping look stale.
+// locate records a position ping in memory only, and broadcasts it to the
+// other replicas; the flusher persists it later. A fix stamped in the
+// future counts as taken now, so a device whose clock runs fast cannot make
+// every later honest ping look stale.
 func (d *dispatcher) locate(driverID string, p geo.Point, recorded time.Time) bool {
 	now := d.clock()
 	if recorded.IsZero() || recorded.After(now) {
 		recorded = now
 	}
-	applied := d.fleet.locate(driverID, p, recorded.UTC().Truncate(time.Microsecond), false)
+	recorded = recorded.UTC().Truncate(time.Microsecond)
+	applied := d.fleet.locate(driverID, p, recorded, false)
 	if applied {
+		d.cast.fix(driverID, p, recorded)
 		d.metrics.pings.WithLabelValues("applied").Inc()
 	} else {
 		d.metrics.pings.WithLabelValues("stale").Inc()

@@ -12,7 +12,7 @@ import (
 
 	dispatchv1 "github.com/rideshare-platform/rideshare/api/dispatch/v1"
 	"github.com/rideshare-platform/rideshare/internal/geo"
-	"github.com/rideshare-platform/rideshare/internal/sqldb"
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 func (e *env) ping(id string, p geo.Point, recorded time.Time) {
@@ -68,18 +68,6 @@ func TestOlderPingIgnored(t *testing.T) {
 	}
 }
 
-// openFile opens (and migrates) the dispatch database at path, as a
-// process starting on it would.
-func openFile(t *testing.T, path string) *sqldb.DB {
-	t.Helper()
-	db, err := sqldb.Open(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return migrated(t, db)
-}
-
 // TestTimersResumeAfterRestart: a search and its open offer outlive the
 // process. A new service on the same database file expires the offer,
 // passes the ride to the next driver (positions from the stored rows), and
@@ -87,7 +75,7 @@ func openFile(t *testing.T, path string) *sqldb.DB {
 func TestTimersResumeAfterRestart(t *testing.T) {
 	path := t.TempDir() + "/dispatch.db"
 	clock := newClock()
-	db := openFile(t, path)
+	db := testenv.MigratedDB(t, path, Service.Migrations)
 	first := newEnvOn(t, db, clock)
 	first.online("a", north(100))
 	first.online("b", north(200))
@@ -99,7 +87,7 @@ func TestTimersResumeAfterRestart(t *testing.T) {
 	db.Close() // the process dies; nothing in memory survives
 
 	clock.Advance(defaultConfig.offerTTL)
-	second := newEnvOn(t, openFile(t, path), clock)
+	second := newEnvOn(t, testenv.MigratedDB(t, path, Service.Migrations), clock)
 	if got := second.at("b"); e6(got.Lat) != e6(north(200).Lat) {
 		t.Fatalf("b restored at %v, want the stored %v", got, north(200))
 	}
@@ -123,7 +111,7 @@ func TestTimersResumeAfterRestart(t *testing.T) {
 func TestPositionsPersistLazily(t *testing.T) {
 	path := t.TempDir() + "/dispatch.db"
 	clock := newClock()
-	db := openFile(t, path)
+	db := testenv.MigratedDB(t, path, Service.Migrations)
 	first := newEnvOn(t, db, clock)
 	first.online("a", north(0))
 	clock.Advance(time.Second)
@@ -155,7 +143,7 @@ func TestPositionsPersistLazily(t *testing.T) {
 // and the database lock still keeps a driver to one ride when the second
 // replica's picture is stale.
 func TestReplicasConverge(t *testing.T) {
-	db := openFile(t, t.TempDir()+"/dispatch.db")
+	db := testenv.MigratedDB(t, t.TempDir()+"/dispatch.db", Service.Migrations)
 	clock := newClock()
 	a := newEnvOn(t, db, clock)
 	b := newEnvOn(t, db, clock)

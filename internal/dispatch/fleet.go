@@ -11,8 +11,10 @@ import (
 // each one last was, and who is busy (held by an offer or a ride). Positions
 // live only here, because pings are far too frequent to write each one; the
 // durable facts (who is online, the locks) are in the database, and the
-// fleet is rebuilt from it at start and refreshed from it periodically so
-// that several replicas converge on one picture.
+// fleet is rebuilt from it at start. Several replicas converge on one
+// picture by broadcasting their changes to each other (broadcast.go) and,
+// as the safety net for a lost message, by refreshing from the database
+// periodically.
 type fleet struct {
 	mu      sync.Mutex
 	drivers map[string]*driver
@@ -64,6 +66,10 @@ func (f *fleet) reindex(id string, d *driver) {
 func (f *fleet) setOnline(id string, online bool, at time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.setOnlineLocked(id, online, at)
+}
+
+func (f *fleet) setOnlineLocked(id string, online bool, at time.Time) {
 	d := f.get(id)
 	if at.Before(d.onlineAt) {
 		return
@@ -85,6 +91,10 @@ func (f *fleet) setOnline(id string, online bool, at time.Time) {
 func (f *fleet) locate(id string, p geo.Point, at time.Time, persisted bool) (applied bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.locateLocked(id, p, at, persisted)
+}
+
+func (f *fleet) locateLocked(id string, p geo.Point, at time.Time, persisted bool) bool {
 	d := f.get(id)
 	if !at.After(d.posAt) {
 		return false
@@ -103,6 +113,26 @@ func (f *fleet) setBusy(id string, busy bool, at time.Time) {
 	defer f.mu.Unlock()
 	d := f.get(id)
 	d.busy, d.busyAt = busy, at
+}
+
+// absorb applies facts another replica broadcast (broadcast.go), under one
+// lock for the whole message. Each applies only if newer than what is held
+// here, and a fix counts as persisted: the replica that took it writes it.
+func (f *fleet) absorb(facts []fact) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, x := range facts {
+		switch x.kind {
+		case factFix:
+			f.locateLocked(x.driver, x.pos, x.at, true)
+		case factOnline, factOffline:
+			f.setOnlineLocked(x.driver, x.kind == factOnline, x.at)
+		case factBusy, factFree:
+			if d := f.get(x.driver); x.at.After(d.busyAt) {
+				d.busy, d.busyAt = x.kind == factBusy, x.at
+			}
+		}
+	}
 }
 
 // position is the driver's last known position.

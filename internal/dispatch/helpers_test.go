@@ -31,18 +31,6 @@ type env struct {
 	h     *handler
 }
 
-func migrated(t testing.TB, db *sqldb.DB) *sqldb.DB {
-	t.Helper()
-	ctx := context.Background()
-	if err := db.Migrate(ctx, outbox.Migrations(), outbox.MigrationTable); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(ctx, Service.Migrations, "schema_migrations"); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 // newEnv is a dispatch service on a fresh SQLite database.
 func newEnv(t testing.TB) *env {
 	return newEnvOn(t, testenv.DB(t, Service.Migrations), newClock())
@@ -62,7 +50,7 @@ func newEnvOn(t testing.TB, db *sqldb.DB, clock *testenv.Clock) *env {
 func onEngines(t *testing.T, fn func(t *testing.T, e *env)) {
 	for _, eng := range testenv.Engines() {
 		t.Run(eng.Name, func(t *testing.T) {
-			fn(t, newEnvOn(t, migrated(t, eng.Open(t)), newClock()))
+			fn(t, newEnvOn(t, testenv.Migrate(t, eng.Open(t), Service.Migrations), newClock()))
 		})
 	}
 }

@@ -189,6 +189,7 @@ func TestSettings(t *testing.T) {
 		{"dispatch.offer_ttl": "soon"},
 		{"dispatch.search_retry": "-1s"},
 		{"dispatch.detour_factor": "0.5"},
+		{"dispatch.fleet_broadcast": "0s"},
 	} {
 		if _, _, err := settings(get(bad)); err == nil {
 			t.Errorf("settings %v accepted", bad)

@@ -107,6 +107,7 @@ func (d *dispatcher) offerNext(ctx context.Context, tx *sqldb.Tx, se *search, no
 			driverID := c.ID
 			tx.OnCommit(func() {
 				d.fleet.setBusy(driverID, true, now)
+				d.cast.busy(driverID, true, now)
 				d.metrics.offers.WithLabelValues("offered").Inc()
 				d.nudge()
 			})
@@ -196,7 +197,10 @@ func (d *dispatcher) unlock(ctx context.Context, tx *sqldb.Tx, driverID string, 
 	if err := d.store.unlockDriver(ctx, tx, driverID, se.RideID, se.Attempt); err != nil {
 		return err
 	}
-	tx.OnCommit(func() { d.fleet.setBusy(driverID, false, now) })
+	tx.OnCommit(func() {
+		d.fleet.setBusy(driverID, false, now)
+		d.cast.busy(driverID, false, now)
+	})
 	return nil
 }
 

@@ -2,14 +2,15 @@
 // riders to drivers.
 //
 // Positions live in memory (a grid index per process, fed by high-frequency
-// pings and written to the database lazily); what must survive a restart is
-// in the dispatch database: who is online, searches, offers, and the
-// per-driver semantic locks that keep a driver from being offered or booked
-// two rides at once. Offer expiry and search deadlines are stored due times
-// driven by a timer worker, so a restart resumes them. Outcomes reach the
-// ride saga as events: dispatch.ride.driver_assigned,
-// dispatch.ride.search_failed, plus dispatch.offer.declined and, for
-// pricing, dispatch.supply.changed per zone (see zone.go).
+// pings, broadcast to the other replicas and written to the database
+// lazily); what must survive a restart is in the dispatch database: who is
+// online, searches, offers, and the per-driver semantic locks that keep a
+// driver from being offered or booked two rides at once. Offer expiry and
+// search deadlines are stored due times driven by a timer worker, so a
+// restart resumes them. Outcomes reach the ride saga as events:
+// dispatch.ride.driver_assigned, dispatch.ride.search_failed, plus
+// dispatch.offer.declined and, for pricing, dispatch.supply.changed per
+// zone (see zone.go).
 package dispatch
 
 import (
@@ -50,17 +51,21 @@ func newService(ctx context.Context, deps platform.Deps) (*platform.Component, e
 	if err != nil {
 		return nil, err
 	}
+	workers := []platform.Worker{
+		{Name: "dispatch-timers", Run: d.runTimers},
+		{Name: "dispatch-positions", Run: d.runPositions},
+		{Name: "dispatch-fleet-refresh", Run: d.runRefresh},
+		{Name: "dispatch-supply", Run: d.runSupply},
+	}
+	if deps.NATS != nil {
+		if d.cast, err = newBroadcaster(deps.NATS, d.fleet, cfg.castWindow, deps.Metrics, d.log); err != nil {
+			return nil, err
+		}
+		workers = append(workers, platform.Worker{Name: "dispatch-fleet-broadcast", Run: d.cast.run})
+	}
 	mux := http.NewServeMux()
 	mux.Handle(dispatchv1connect.NewDispatchServiceHandler(&handler{d: d}, deps.HandlerOptions()...))
-	return &platform.Component{
-		Handler: mux,
-		Workers: []platform.Worker{
-			{Name: "dispatch-timers", Run: d.runTimers},
-			{Name: "dispatch-positions", Run: d.runPositions},
-			{Name: "dispatch-fleet-refresh", Run: d.runRefresh},
-			{Name: "dispatch-supply", Run: d.runSupply},
-		},
-	}, nil
+	return &platform.Component{Handler: mux, Workers: workers}, nil
 }
 
 // newDispatcher builds the dispatcher and loads the fleet (online drivers,
@@ -89,6 +94,7 @@ func newDispatcher(ctx context.Context, db *sqldb.DB, ob *outbox.Outbox, router 
 //	dispatch.search_retry     how often a search with no free driver looks again (2s)
 //	dispatch.position_flush   how often positions are persisted (5s)
 //	dispatch.fleet_refresh    how often the fleet is re-read from the database (5s)
+//	dispatch.fleet_broadcast  how long fleet changes are gathered before broadcasting them to the other replicas (50ms)
 //	dispatch.supply_interval  how often zones are checked for SupplyChanged (3s)
 //	dispatch.supply_repeat    re-announce an unchanged busy zone after this (1m)
 //	dispatch.detour_factor    route length over straight-line distance (1.3)
@@ -104,6 +110,7 @@ func settings(get func(key, def string) string) (config, Estimator, error) {
 		{"dispatch.search_retry", &cfg.retryEvery},
 		{"dispatch.position_flush", &cfg.flushEvery},
 		{"dispatch.fleet_refresh", &cfg.refreshEvery},
+		{"dispatch.fleet_broadcast", &cfg.castWindow},
 		{"dispatch.supply_interval", &cfg.supplyEvery},
 		{"dispatch.supply_repeat", &cfg.supplyRepeat},
 	}
@@ -158,7 +165,9 @@ func (d *dispatcher) runPositions(ctx context.Context) error {
 const refreshSlack = 30 * time.Second
 
 // runRefresh re-reads, every refreshEvery, the drivers and locks other
-// replicas changed, so every replica matches against the same fleet.
+// replicas changed: the broadcast (broadcast.go) tells a replica at once,
+// and this catches what it missed (a lost message, a replica without a
+// broker), so every replica matches against the same fleet.
 func (d *dispatcher) runRefresh(ctx context.Context) error {
 	t := time.NewTicker(d.cfg.refreshEvery)
 	defer t.Stop()

@@ -38,6 +38,11 @@ type Config struct {
 	// Password is every fleet account's password. `up` passes a secret kept
 	// in its data folder, so a later run can log in to the same accounts.
 	Password string
+	// Accounts names the drivers' accounts: driver n signs in as
+	// ACCOUNTS-NNN@fleet.rideshare.invalid (default "fleet-driver"). A
+	// second fleet beside the one `up` runs (a load run) needs its own,
+	// or two goroutines would drive one account.
+	Accounts string
 	// TimeScale speeds up driving: 1 is real time; the default 10 makes a
 	// 5 km trip at 30 km/h take about a minute.
 	TimeScale float64
@@ -66,13 +71,20 @@ const (
 	DefaultPingEvery = 2 * time.Second
 	DefaultPollEvery = time.Second
 	DefaultStagger   = time.Second
+	DefaultAccounts  = "fleet-driver"
 )
 
 // DefaultAcceptDelay is the default range of the pause before accepting.
 var DefaultAcceptDelay = [2]time.Duration{time.Second, 3 * time.Second}
 
-// EmailFor is the account email of fleet driver n (counted from 1).
-func EmailFor(n int) string { return fmt.Sprintf("fleet-driver-%03d@fleet.rideshare.invalid", n) }
+// EmailFor is the account email of fleet driver n (counted from 1) with
+// the default Accounts.
+func EmailFor(n int) string { return AccountEmail(DefaultAccounts, n) }
+
+// AccountEmail is the email of driver n of a fleet whose Accounts is prefix.
+func AccountEmail(prefix string, n int) string {
+	return fmt.Sprintf("%s-%03d@fleet.rideshare.invalid", prefix, n)
+}
 
 // Stats counts what the fleet did since Run started.
 type Stats struct {
@@ -123,6 +135,9 @@ func New(c Config) *Fleet {
 	}
 	if c.Stagger <= 0 {
 		c.Stagger = DefaultStagger
+	}
+	if c.Accounts == "" {
+		c.Accounts = DefaultAccounts
 	}
 	if c.Client == nil {
 		// The default transport keeps two idle connections per host: with a
@@ -204,7 +219,7 @@ func (f *Fleet) newDriver(n int) *driver {
 		car: newCar(f.cfg.Area, rng),
 		phone: &phone{
 			base: trimSlash(f.cfg.Gateway), hc: f.cfg.Client,
-			email: EmailFor(n), password: f.cfg.Password,
+			email: AccountEmail(f.cfg.Accounts, n), password: f.cfg.Password,
 		},
 	}
 }

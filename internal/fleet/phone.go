@@ -127,7 +127,7 @@ func (p *phone) signUp(ctx context.Context, pr profile) error {
 		Password string  `json:"password"`
 		Vehicle  vehicle `json:"vehicle"`
 	}{"driver", pr.Name, p.email, p.password, pr.Vehicle}
-	return p.send(ctx, http.MethodPost, "/v1/accounts", "", in, nil)
+	return p.send(ctx, http.MethodPost, "/v1/accounts", "", nil, in, nil)
 }
 
 // logIn gets an access token with the first-party password grant.
@@ -163,13 +163,19 @@ func (p *phone) logIn(ctx context.Context) error {
 // no token, and once more if the gateway answers 401 (the token expired or
 // the signing key rotated).
 func (p *phone) call(ctx context.Context, method, path string, in, out any) error {
+	return p.callWith(ctx, method, path, nil, in, out)
+}
+
+// callWith is call with extra request headers (a ride request's
+// Idempotency-Key).
+func (p *phone) callWith(ctx context.Context, method, path string, hdr http.Header, in, out any) error {
 	for attempt := 0; ; attempt++ {
 		if p.token == "" {
 			if err := p.logIn(ctx); err != nil {
 				return err
 			}
 		}
-		err := p.send(ctx, method, path, p.token, in, out)
+		err := p.send(ctx, method, path, p.token, hdr, in, out)
 		if attempt == 0 && statusOf(err) == http.StatusUnauthorized {
 			p.token = ""
 			continue
@@ -218,7 +224,7 @@ func (p *phone) step(ctx context.Context, id, action string) (ride, error) {
 }
 
 // send makes one JSON request with the request timeout.
-func (p *phone) send(ctx context.Context, method, path, token string, in, out any) error {
+func (p *phone) send(ctx context.Context, method, path, token string, hdr http.Header, in, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	var body io.Reader
@@ -239,6 +245,11 @@ func (p *phone) send(ctx context.Context, method, path, token string, in, out an
 	req.Header.Set("Accept", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, vs := range hdr {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	return p.roundTrip(req, out)
 }

@@ -17,14 +17,6 @@ import (
 // wants updates reconnects with Last-Event-ID and loses nothing.
 const streamTimeout = 30 * time.Minute
 
-// terminal statuses end a ride's event stream.
-var terminal = map[ridesv1.RideStatus]bool{
-	ridesv1.RideStatus_RIDE_STATUS_COMPLETED:        true,
-	ridesv1.RideStatus_RIDE_STATUS_CANCELLED:        true,
-	ridesv1.RideStatus_RIDE_STATUS_PAYMENT_DECLINED: true,
-	ridesv1.RideStatus_RIDE_STATUS_NO_DRIVER:        true,
-}
-
 // rideEvents streams a ride's status changes as server-sent events. Rides
 // decides who may see the ride (others get 404); notifications supplies the
 // caller's own messages about it. Without Last-Event-ID the stream replays
@@ -68,7 +60,7 @@ func (g *Gateway) rideEvents(w http.ResponseWriter, r *http.Request, c *authv1.C
 		if err := rc.Flush(); err != nil {
 			return nil // the client went away
 		}
-		if n != nil && terminal[n.GetRideStatus()] {
+		if n != nil && n.GetRideStatus().Terminal() {
 			return nil
 		}
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/rideshare-platform/rideshare/internal/geo"
 	"github.com/rideshare-platform/rideshare/internal/pricing"
 	"github.com/rideshare-platform/rideshare/internal/resilience"
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 // downErrors are the ways a call to a service that is down ends, as the
@@ -118,13 +119,13 @@ func (fakeIdentity) CreateAccount(_ context.Context, req *connect.Request[identi
 
 // fallbackGateway is a test gateway with fake pricing and users, a profile
 // cache on the test's clock, and its log kept for the test to read.
-func fallbackGateway(t *testing.T, c *clock) (testGateway, *fakePricing, *fakeUsers, *bytes.Buffer) {
+func fallbackGateway(t *testing.T, c *testenv.Clock) (testGateway, *fakePricing, *fakeUsers, *bytes.Buffer) {
 	t.Helper()
 	g := newTestGateway(t, onePolicy(1000, 1000), c)
 	p := &fakePricing{}
 	u := &fakeUsers{profiles: map[string]*usersv1.Profile{}}
 	g.pricing, g.users, g.identity = p, u, fakeIdentity{}
-	g.profiles = newProfileCache(profileCacheSize, profileCacheAge, c.now)
+	g.profiles = newProfileCache(profileCacheSize, profileCacheAge, c.Now)
 	g.fallbacks = newFallbackCounter()
 	var log bytes.Buffer
 	g.deps.Log = slog.New(slog.NewTextHandler(&log, nil))
@@ -252,7 +253,7 @@ func TestMeFallback(t *testing.T) {
 			}
 
 			u.err = c.err
-			clk.add(90 * time.Second)
+			clk.Advance(90 * time.Second)
 			w := send(me, "GET", ada, "")
 			if w.Code != http.StatusOK || !bytes.Equal(w.Body.Bytes(), fresh.Body.Bytes()) {
 				t.Fatalf("ada with users down: %d %s, want the body users gave: %s", w.Code, w.Body, fresh.Body)
@@ -273,11 +274,11 @@ func TestMeFallback(t *testing.T) {
 				t.Fatalf("bob, with no copy kept: %d %s, want %d", w.Code, w.Body, want)
 			}
 			// A copy lasts ten minutes from when users gave it.
-			clk.add(profileCacheAge - 90*time.Second)
+			clk.Advance(profileCacheAge - 90*time.Second)
 			if w := send(me, "GET", ada, ""); w.Code != http.StatusOK {
 				t.Fatalf("ada at the cache's age limit: %d %s", w.Code, w.Body)
 			}
-			clk.add(time.Second)
+			clk.Advance(time.Second)
 			if w := send(me, "GET", ada, ""); w.Code != want {
 				t.Fatalf("ada past the cache's age limit: %d %s, want %d", w.Code, w.Body, want)
 			}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 func TestProfileCache(t *testing.T) {
@@ -12,50 +14,50 @@ func TestProfileCache(t *testing.T) {
 		name string
 		// run acts on a cache of 3 profiles kept for a minute, and returns
 		// the ids it should then hold.
-		run  func(c *profileCache, clk *clock)
+		run  func(c *profileCache, clk *testenv.Clock)
 		want []string
 	}{
-		{"each user their own", func(c *profileCache, _ *clock) {
+		{"each user their own", func(c *profileCache, _ *testenv.Clock) {
 			c.put(prof("a"))
 			c.put(prof("b"))
 		}, []string{"a", "b"}},
-		{"a fresh copy replaces the old", func(c *profileCache, _ *clock) {
+		{"a fresh copy replaces the old", func(c *profileCache, _ *testenv.Clock) {
 			c.put(prof("a"))
 			c.put(profileJSON{ID: "a", Name: "renamed"})
 		}, []string{"a"}},
-		{"the least recently used goes first", func(c *profileCache, _ *clock) {
+		{"the least recently used goes first", func(c *profileCache, _ *testenv.Clock) {
 			c.put(prof("a"))
 			c.put(prof("b"))
 			c.put(prof("c"))
 			c.get("a") // a is used: b is now the least recent
 			c.put(prof("d"))
 		}, []string{"a", "c", "d"}},
-		{"too old", func(c *profileCache, clk *clock) {
+		{"too old", func(c *profileCache, clk *testenv.Clock) {
 			c.put(prof("a"))
-			clk.add(30 * time.Second)
+			clk.Advance(30 * time.Second)
 			c.put(prof("b"))
-			clk.add(30*time.Second + time.Millisecond)
+			clk.Advance(30*time.Second + time.Millisecond)
 		}, []string{"b"}},
-		{"a read does not make a copy younger", func(c *profileCache, clk *clock) {
+		{"a read does not make a copy younger", func(c *profileCache, clk *testenv.Clock) {
 			c.put(prof("a"))
-			clk.add(50 * time.Second)
+			clk.Advance(50 * time.Second)
 			c.get("a")
-			clk.add(11 * time.Second)
+			clk.Advance(11 * time.Second)
 		}, nil},
-		{"forgotten", func(c *profileCache, _ *clock) {
+		{"forgotten", func(c *profileCache, _ *testenv.Clock) {
 			c.put(prof("a"))
 			c.put(prof("b"))
 			c.forget("a")
 			c.forget("nobody")
 		}, []string{"b"}},
-		{"a profile without an id is not kept", func(c *profileCache, _ *clock) {
+		{"a profile without an id is not kept", func(c *profileCache, _ *testenv.Clock) {
 			c.put(profileJSON{Name: "anonymous"})
 		}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newClock()
-			c := newProfileCache(3, time.Minute, clk.now)
+			c := newProfileCache(3, time.Minute, clk.Now)
 			tc.run(c, clk)
 			for _, id := range []string{"", "a", "b", "c", "d"} {
 				p, _, ok := c.get(id)
@@ -74,9 +76,9 @@ func TestProfileCache(t *testing.T) {
 	}
 	t.Run("age", func(t *testing.T) {
 		clk := newClock()
-		c := newProfileCache(3, time.Minute, clk.now)
+		c := newProfileCache(3, time.Minute, clk.Now)
 		c.put(prof("a"))
-		clk.add(42 * time.Second)
+		clk.Advance(42 * time.Second)
 		if p, age, ok := c.get("a"); !ok || age != 42*time.Second || p.Name != "name of a" {
 			t.Fatalf("get = %+v, %s, %v; want a's profile, 42s old", p, age, ok)
 		}
@@ -86,7 +88,7 @@ func TestProfileCache(t *testing.T) {
 // TestProfileCacheBounded: however many users pass through, the cache
 // holds at most its bound.
 func TestProfileCacheBounded(t *testing.T) {
-	c := newProfileCache(100, time.Hour, newClock().now)
+	c := newProfileCache(100, time.Hour, newClock().Now)
 	for i := range 10_000 {
 		c.put(profileJSON{ID: fmt.Sprint("user-", i)})
 		if c.size() > 100 {

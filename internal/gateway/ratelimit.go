@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,6 +93,17 @@ func parseRate(s string, def rate.Limit) (rate.Limit, error) {
 	return rate.Limit(n / per), nil
 }
 
+// Sharing the limits among replicas. Every gateway replica enforces its
+// share, 1/N of each policy's rate and burst, where N is the number of live
+// gateway replicas in the registry: a caller whose requests are spread over
+// the replicas gets the configured limit in all, with no coordination on
+// the request path. The price: a caller pinned to one replica (one
+// keep-alive connection) gets only its 1/N, and after a change of N the
+// platform-wide limit is off until the buckets' next refill. Counting every
+// request in a shared store (NATS KV, Redis) would be exact but puts a
+// round trip to the store on every request, for limits that exist to keep
+// runaway clients out, not to meter anyone.
+
 // limiter holds one token bucket per (policy, caller). Its memory is
 // bounded two ways: a bucket idle long enough to have refilled is
 // indistinguishable from a new one and is dropped at the next sweep, and
@@ -101,6 +115,9 @@ type limiter struct {
 	now      func() time.Time
 	maxKeys  int
 	limited  *prometheus.CounterVec // nil in unit tests
+	// replicas is how many gateway replicas share the limits, and since
+	// when (see followReplicas).
+	replicas atomic.Pointer[share]
 
 	mu        sync.Mutex
 	buckets   map[bucketKey]*bucket
@@ -112,6 +129,14 @@ type bucketKey struct{ policy, caller string }
 type bucket struct {
 	lim  *rate.Limiter
 	seen time.Time
+	// share is the replica count lim's rate and burst were cut for.
+	share int64
+}
+
+// share is the number of replicas sharing the limits since a time.
+type share struct {
+	n     int64
+	since time.Time
 }
 
 // Sweep cadence and the bucket cap; a bucket is about 150 bytes, so the
@@ -122,7 +147,56 @@ const (
 )
 
 func newLimiter(policies map[string]policy, now func() time.Time) *limiter {
-	return &limiter{policies: policies, now: now, maxKeys: maxBuckets, buckets: map[bucketKey]*bucket{}, lastSweep: now()}
+	l := &limiter{policies: policies, now: now, maxKeys: maxBuckets, buckets: map[bucketKey]*bucket{}, lastSweep: now()}
+	l.replicas.Store(&share{n: 1})
+	return l
+}
+
+// among is this replica's part of p when n replicas share it: 1/n of the
+// rate and of the burst, which stays at least one request so that a
+// caller is never refused outright.
+func (p policy) among(n int64) (rate.Limit, int) {
+	return p.rate / rate.Limit(n), max(1, int(math.Ceil(float64(p.burst)/float64(n))))
+}
+
+// setReplicas makes the limits this replica's share among n from now on.
+// Buckets adopt it on their next request, as from now, so a bucket idle
+// meanwhile refills at the new rate, as if it had changed at once.
+func (l *limiter) setReplicas(n int) {
+	l.replicas.Store(&share{n: int64(max(n, 1)), since: l.now()})
+}
+
+// countReplicas counts the live gateway replicas, this one included.
+type countReplicas func(ctx context.Context) (int, error)
+
+// replicaPoll is how often followReplicas counts the replicas: a replica
+// leaving or joining changes the shares within about a second.
+const replicaPoll = time.Second
+
+// followReplicas keeps the limiter's share in step with the number of live
+// replicas until ctx ends. A count that fails keeps the last one.
+func (l *limiter) followReplicas(count countReplicas, every time.Duration, log *slog.Logger) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			cctx, cancel := context.WithTimeout(ctx, every)
+			n, err := count(cctx)
+			cancel()
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Debug("counting gateway replicas", "err", err)
+			case err == nil && int64(max(n, 1)) != l.replicas.Load().n:
+				log.Info("rate limits shared among gateway replicas", "replicas", max(n, 1))
+				l.setReplicas(n)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	}
 }
 
 // take spends one token of caller's bucket under policy. When the bucket is
@@ -138,11 +212,25 @@ func (l *limiter) take(name, caller string) (ok bool, retryAfter time.Duration) 
 	if now.Sub(l.lastSweep) >= sweepEvery || len(l.buckets) >= l.maxKeys {
 		l.sweep(now)
 	}
+	sh := l.replicas.Load()
 	k := bucketKey{name, caller}
 	b := l.buckets[k]
 	if b == nil {
-		b = &bucket{lim: rate.NewLimiter(p.rate, p.burst)}
+		r, burst := p.among(sh.n)
+		b = &bucket{lim: rate.NewLimiter(r, burst), share: sh.n}
 		l.buckets[k] = b
+	} else if b.share != sh.n {
+		// Tokens accrue at the old share up to the change and at the new
+		// one after it (never before the bucket's last use, which a change
+		// racing this request may precede).
+		at := sh.since
+		if at.Before(b.seen) {
+			at = b.seen
+		}
+		r, burst := p.among(sh.n)
+		b.lim.SetLimitAt(at, r)
+		b.lim.SetBurstAt(at, burst)
+		b.share = sh.n
 	}
 	b.seen = now
 	r := b.lim.ReserveN(now, 1)

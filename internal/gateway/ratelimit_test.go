@@ -7,11 +7,13 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,21 +23,20 @@ import (
 
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	"github.com/rideshare-platform/rideshare/internal/auth"
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
-// clock is a hand-moved time source.
-type clock struct{ t time.Time }
+// newClock is a hand-moved clock, safe to read from a worker while the
+// test moves it.
+func newClock() *testenv.Clock { return testenv.NewClock(time.Unix(1_800_000_000, 0)) }
 
-func (c *clock) now() time.Time      { return c.t }
-func (c *clock) add(d time.Duration) { c.t = c.t.Add(d) }
-func newClock() *clock               { return &clock{t: time.Unix(1_800_000_000, 0)} }
 func onePolicy(r rate.Limit, b int) map[string]policy {
 	return map[string]policy{policyUser: {r, b}, policyAnon: {r, b}, policySignup: {r, b}, policyToken: {r, b}}
 }
 
 func TestLimiterBucket(t *testing.T) {
 	c := newClock()
-	l := newLimiter(onePolicy(1, 3), c.now) // 1 a second, bursts of 3
+	l := newLimiter(onePolicy(1, 3), c.Now) // 1 a second, bursts of 3
 	for i := range 3 {
 		if ok, _ := l.take(policyUser, "a"); !ok {
 			t.Fatalf("request %d of a burst of 3 refused", i+1)
@@ -52,7 +53,7 @@ func TestLimiterBucket(t *testing.T) {
 	if ok, _ := l.take(policySignup, "a"); !ok {
 		t.Fatal("another policy shares a's bucket")
 	}
-	c.add(wait)
+	c.Advance(wait)
 	if ok, _ := l.take(policyUser, "a"); !ok {
 		t.Fatal("refused after waiting Retry-After")
 	}
@@ -62,7 +63,7 @@ func TestLimiterBucket(t *testing.T) {
 }
 
 func TestLimiterOff(t *testing.T) {
-	l := newLimiter(onePolicy(rate.Inf, 1), newClock().now)
+	l := newLimiter(onePolicy(rate.Inf, 1), newClock().Now)
 	for range 1000 {
 		if ok, _ := l.take(policyUser, "a"); !ok {
 			t.Fatal("limited with the limit off")
@@ -78,31 +79,31 @@ func TestLimiterOff(t *testing.T) {
 // cap.
 func TestLimiterEvicts(t *testing.T) {
 	c := newClock()
-	l := newLimiter(onePolicy(10, 20), c.now) // refills in 2 s
+	l := newLimiter(onePolicy(10, 20), c.Now) // refills in 2 s
 	for i := range 500 {
 		l.take(policyAnon, fmt.Sprint("caller-", i))
 	}
 	if l.size() != 500 {
 		t.Fatalf("%d buckets for 500 callers", l.size())
 	}
-	c.add(sweepEvery)
+	c.Advance(sweepEvery)
 	l.take(policyAnon, "newcomer")
 	if l.size() != 1 {
 		t.Fatalf("after every caller went idle, %d buckets remain, want only the newcomer's", l.size())
 	}
 	// A caller still inside its refill time is kept: dropping its bucket
 	// would hand it a fresh burst.
-	l = newLimiter(onePolicy(0.001, 5), c.now) // refills in well over a minute
+	l = newLimiter(onePolicy(0.001, 5), c.Now) // refills in well over a minute
 	for range 5 {
 		l.take(policyUser, "slow")
 	}
-	c.add(sweepEvery)
+	c.Advance(sweepEvery)
 	l.take(policyUser, "other")
 	if ok, _ := l.take(policyUser, "slow"); ok {
 		t.Fatal("a sweep forgot an empty bucket that had not refilled")
 	}
 
-	l = newLimiter(onePolicy(10, 20), c.now)
+	l = newLimiter(onePolicy(10, 20), c.Now)
 	l.maxKeys = 100
 	for i := range 10_000 {
 		l.take(policyAnon, fmt.Sprint("flood-", i))
@@ -162,7 +163,7 @@ type testGateway struct {
 	key *ecdsa.PrivateKey
 }
 
-func newTestGateway(t *testing.T, policies map[string]policy, c *clock) testGateway {
+func newTestGateway(t *testing.T, policies map[string]policy, c *testenv.Clock) testGateway {
 	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -181,7 +182,7 @@ func newTestGateway(t *testing.T, policies map[string]policy, c *clock) testGate
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Gateway{auth: v, limits: newLimiter(policies, c.now)}
+	g := &Gateway{auth: v, limits: newLimiter(policies, c.Now)}
 	g.deps.Log = log
 	return testGateway{g, priv}
 }
@@ -264,7 +265,7 @@ func TestEndpointRateLimits(t *testing.T) {
 	if w := serve(anon, "10.0.0.4:1", ""); w.Code != 200 {
 		t.Fatalf("other anonymous routes limited by sign-ups: %d", w.Code)
 	}
-	c.add(10 * time.Second)
+	c.Advance(10 * time.Second)
 	if w := serve(signup, "10.0.0.4:1", ""); w.Code != 200 {
 		t.Fatalf("sign-up after Retry-After: %d", w.Code)
 	}
@@ -332,5 +333,95 @@ func TestRouteTableLimits(t *testing.T) {
 	infos[0].Statuses[0] = 999
 	if Routes()[0].Statuses[0] == 999 {
 		t.Error("Routes() exposes the table's own slices")
+	}
+}
+
+func TestPolicyShare(t *testing.T) {
+	for _, c := range []struct {
+		p     policy
+		n     int64
+		rate  rate.Limit
+		burst int
+	}{
+		{policy{200, 1000}, 1, 200, 1000},
+		{policy{200, 1000}, 2, 100, 500},
+		{policy{10, 3}, 2, 5, 2}, // a burst rounds up
+		{policy{1, 1}, 4, 0.25, 1},
+	} {
+		r, b := c.p.among(c.n)
+		if r != c.rate || b != c.burst {
+			t.Errorf("%+v among %d: rate %v burst %d, want %v and %d", c.p, c.n, r, b, c.rate, c.burst)
+		}
+	}
+}
+
+// fakeReplicas is a registry's count of gateway replicas, set by the test.
+type fakeReplicas struct {
+	n, calls atomic.Int64
+	broken   atomic.Bool
+}
+
+func (f *fakeReplicas) count(context.Context) (int, error) {
+	defer f.calls.Add(1)
+	if f.broken.Load() {
+		return 0, errors.New("registry unreachable")
+	}
+	return int(f.n.Load()), nil
+}
+
+// TestLimiterSharedAmongReplicas: with two gateway replicas live each
+// enforces half of every limit, so a caller spread over both gets the
+// configured limit in all; when one leaves, the other's share is the whole
+// limit again. A registry that cannot be read leaves the share as it was.
+func TestLimiterSharedAmongReplicas(t *testing.T) {
+	c := newClock()
+	l := newLimiter(onePolicy(10, 10), c.Now)
+	reg := &fakeReplicas{}
+	reg.n.Store(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- l.followReplicas(reg.count, time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+
+	// allowed takes from caller's bucket until refused, and says how many
+	// it got and how long the refusal asked to wait.
+	allowed := func(caller string) (n int, wait time.Duration) {
+		for n = 0; n < 100; n++ {
+			if ok, w := l.take(policyUser, caller); !ok {
+				return n, w
+			}
+		}
+		t.Fatalf("%s was never limited", caller)
+		return 0, 0
+	}
+	shareIs := func(n int64) {
+		t.Helper()
+		testenv.Eventually(t, 5*time.Second, func() bool { return l.replicas.Load().n == n }, "the share never followed the registry to %d replicas", n)
+		c.Advance(time.Second) // every bucket refills
+	}
+
+	if n, _ := allowed("ada"); n != 10 {
+		t.Fatalf("alone: %d requests allowed, want the burst of 10", n)
+	}
+	reg.n.Store(2)
+	shareIs(2)
+	for _, caller := range []string{"ada", "bob"} { // an old bucket and a new one
+		if n, wait := allowed(caller); n != 5 || wait != 200*time.Millisecond {
+			t.Fatalf("one of two replicas: %s allowed %d, then told to wait %v; want 5 then 200ms (5 a second)", caller, n, wait)
+		}
+	}
+	reg.broken.Store(true)
+	calls := reg.calls.Load()
+	testenv.Eventually(t, 5*time.Second, func() bool { return reg.calls.Load() >= calls+3 }, "the registry was not asked again")
+	if got := l.replicas.Load().n; got != 2 {
+		t.Fatalf("an unreadable registry changed the share to %d replicas", got)
+	}
+	reg.broken.Store(false)
+	reg.n.Store(1)
+	shareIs(1)
+	if n, _ := allowed("ada"); n != 10 {
+		t.Fatalf("after the other replica left: %d requests allowed, want 10", n)
 	}
 }

@@ -141,8 +141,9 @@ func optTime(t time.Time, ok bool) *time.Time {
 }
 
 // maxRef bounds the references a client passes through (quote ids, payment
-// methods): long enough for any id, short enough to index.
-const maxRef = 128
+// methods): long enough for any id, short enough to index. A signed quote
+// id from pricing is 149 bytes.
+const maxRef = 256
 
 // idempotencyKeyMax bounds the header so keys stay cheap to store and index.
 const idempotencyKeyMax = 255

@@ -175,7 +175,6 @@ func (g *Gateway) endpoint(rt route) http.Handler {
 		defer g.recoverPanic(w, r)
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
-		r = r.WithContext(ctx)
 		var caller *authv1.Caller
 		if rt.roles != nil {
 			c, err := g.auth.Caller(r)
@@ -199,11 +198,14 @@ func (g *Gateway) endpoint(rt route) http.Handler {
 			caller = c
 			if g.forwardsTokens() {
 				tok, _ := auth.BearerToken(r.Header)
-				r = r.WithContext(platform.WithUserToken(r.Context(), tok))
+				ctx = platform.WithUserToken(ctx, tok)
 			}
 		} else if !g.allowAddr(w, r, rt.policy()) {
 			return
 		}
+		// One copy of the request, with everything its handler's context
+		// needs: each WithContext copies the whole request.
+		r = r.WithContext(ctx)
 		if err := rt.handle(w, r, caller); err != nil {
 			g.fail(w, r, err)
 		}

@@ -10,12 +10,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/rideshare-platform/rideshare/api/dispatch/v1/dispatchv1connect"
 	"github.com/rideshare-platform/rideshare/api/identity/v1/identityv1connect"
@@ -91,7 +89,13 @@ func newGateway(ctx context.Context, d platform.Deps) (*platform.Component, erro
 	if err := g.registerMetrics(d.Metrics); err != nil {
 		return nil, err
 	}
-	return &platform.Component{Handler: g.handler(), Ready: g.ready}, nil
+	var workers []platform.Worker
+	if d.Replicas != nil {
+		// Replicas each enforce their share of the limits (ratelimit.go).
+		workers = append(workers, platform.Worker{Name: "gateway-rate-limit-share",
+			Run: g.limits.followReplicas(d.Replicas, replicaPoll, d.Log)})
+	}
+	return &platform.Component{Handler: g.handler(), Ready: g.ready, Workers: workers}, nil
 }
 
 // issuerConfig is whose tokens the gateway trusts: the built-in identity
@@ -133,7 +137,11 @@ func (g *Gateway) registerMetrics(reg prometheus.Registerer) error {
 		Name: "rideshare_gateway_rate_limit_buckets",
 		Help: "Token buckets the gateway holds (one per active caller and policy).",
 	}, func() float64 { return float64(g.limits.size()) })
-	for _, c := range []prometheus.Collector{g.limits.limited, buckets, g.fallbacks} {
+	replicas := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rideshare_gateway_rate_limit_replicas",
+		Help: "Gateway replicas the rate limits are shared among: each enforces 1/N of every limit.",
+	}, func() float64 { return float64(g.limits.replicas.Load().n) })
+	for _, c := range []prometheus.Collector{g.limits.limited, buckets, replicas, g.fallbacks} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("gateway: metrics: %w", err)
 		}
@@ -141,34 +149,13 @@ func (g *Gateway) registerMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-// ready is true when every service behind the gateway is, and the token
-// issuer's keys are located: a platform that answers its front door but
-// cannot take a ride is not ready.
-func (g *Gateway) ready(ctx context.Context) error {
-	if err := g.auth.Ready(); err != nil {
-		return err
-	}
-	eg, ctx := errgroup.WithContext(ctx)
-	for name, base := range g.peers {
-		eg.Go(func() error {
-			rctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			req, err := http.NewRequestWithContext(rctx, http.MethodGet, base+"/readyz", nil)
-			if err != nil {
-				return err
-			}
-			res, err := g.deps.HTTP.Do(req)
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			res.Body.Close()
-			if res.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s not ready (%d)", name, res.StatusCode)
-			}
-			return nil
-		})
-	}
-	return eg.Wait()
+// ready is true once the token issuer's keys are located: without them the
+// gateway can refuse every request but serve none. It does not wait for the
+// services behind it: each has its own readiness, and a gateway that left
+// the load balancer whenever one of them was down would take away the
+// fallbacks that keep the rest answering (see fallback.go).
+func (g *Gateway) ready(context.Context) error {
+	return g.auth.Ready()
 }
 
 // publicPath reports whether path belongs to the public surface the gateway

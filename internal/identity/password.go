@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
@@ -100,6 +101,9 @@ func newHasher(concurrency int) (*hasher, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The hash's 19 MiB of scratch memory is garbage now; hand it back to
+	// the OS at once rather than keep it resident in an idle process.
+	debug.FreeOSMemory()
 	return &hasher{slots: make(chan struct{}, max(concurrency, 1)), dummy: dummy}, nil
 }
 

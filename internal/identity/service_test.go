@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -9,14 +8,13 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rideshare-platform/rideshare/internal/outbox"
 	"github.com/rideshare-platform/rideshare/internal/platform"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 const (
@@ -28,19 +26,7 @@ const (
 // migrates it.
 func newTestDB(t *testing.T) *sqldb.DB {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqldb.Open(ctx, filepath.Join(t.TempDir(), "identity.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, outbox.Migrations(), outbox.MigrationTable); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(ctx, Service.Migrations, "schema_migrations"); err != nil {
-		t.Fatal(err)
-	}
-	return db
+	return testenv.DB(t, Service.Migrations)
 }
 
 // testIdentity is the identity component serving on a real loopback port.
@@ -118,22 +104,7 @@ func startIdentityWith(t *testing.T, cfg testConfig) *testIdentity {
 }
 
 // logBuffer collects a test identity's JSON log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer struct{ testenv.Buffer }
 
 // audits are the audit lines logged so far, each decoded, with event.
 func (b *logBuffer) audits(t *testing.T, event string) []map[string]any {

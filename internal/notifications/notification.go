@@ -3,6 +3,7 @@ package notifications
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -83,6 +84,20 @@ func (l *deliveryLog) latestID(ctx context.Context, userID string) (string, erro
 	var id sql.NullString
 	err := l.db.Reader().QueryRowContext(ctx, `SELECT max(id) FROM notifications WHERE user_id = $1`, userID).Scan(&id)
 	return id.String, err
+}
+
+// statusAt is the ride and time of userID's notification id, ok false when
+// there is none (the "0" that replays from the start).
+func (l *deliveryLog) statusAt(ctx context.Context, userID, id string) (rideID string, at time.Time, ok bool, err error) {
+	var us int64
+	err = l.db.Reader().QueryRowContext(ctx, `SELECT ride_id, at FROM notifications WHERE id = $1 AND user_id = $2`, id, userID).Scan(&rideID, &us)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", time.Time{}, false, nil
+	case err != nil:
+		return "", time.Time{}, false, fmt.Errorf("notifications: status at %s: %w", id, err)
+	}
+	return rideID, sqldb.Time(us), true, nil
 }
 
 // statusNotifications are the messages one status change produces: one for

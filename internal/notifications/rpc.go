@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 
 	authv1 "github.com/rideshare-platform/rideshare/api/auth/v1"
 	eventsv1 "github.com/rideshare-platform/rideshare/api/events/v1"
@@ -20,6 +21,36 @@ var (
 	pollEvery      = time.Second
 	heartbeatAfter = 15 * time.Second
 )
+
+// settleWindow is how long after its id was taken a notification may still
+// become visible. An id is taken inside the transaction that inserts the
+// row, and several replicas (or transactions) insert at once, so a row can
+// commit after a row with a larger id has already been streamed: a stream
+// that only ever read past its last id would skip it for good, and a ride's
+// stream could miss its final status and never end. So a stream reads
+// again from this far behind its position and sends what it has not sent.
+const settleWindow = 10 * time.Second
+
+// idBefore is the smallest notification id that could have been taken d
+// before id (ids are UUIDv7: they begin with their creation time in
+// milliseconds), or id itself when it is not a UUIDv7 (the "0" that
+// replays from the start).
+func idBefore(id string, d time.Duration) string {
+	u, err := uuid.Parse(id)
+	if err != nil || u.Version() != 7 {
+		return id
+	}
+	var ms int64
+	for _, b := range u[:6] {
+		ms = ms<<8 | int64(b)
+	}
+	ms = max(ms-d.Milliseconds(), 0)
+	var floor uuid.UUID // the rest zero: below every id of that millisecond
+	for i := range 6 {
+		floor[i] = byte(ms >> (40 - 8*i))
+	}
+	return floor.String()
+}
 
 type handler struct {
 	log *deliveryLog
@@ -108,16 +139,57 @@ func (h *handler) Subscribe(ctx context.Context, req *connect.Request[notificati
 	// The zero time makes the first round send a heartbeat when there is
 	// nothing to replay, so the caller sees the stream open at once.
 	var lastSent time.Time
+	// Each round reads again from settleWindow behind the newest id sent
+	// (never before the caller's own position) and sends what this stream
+	// has not sent yet: sent holds the ids within the window.
+	resume, sent := after, map[string]bool{}
+	// A status older than one this stream already sent for its ride is
+	// news no more: replicas apply a ride's events in parallel, so its
+	// notifications can commit out of order, and a rider shown "your
+	// driver has arrived" must not then read "a driver is on the way".
+	// The delivery log (ListNotifications) keeps every one. A resumed
+	// stream starts from the status its client last saw.
+	newest := map[string]time.Time{}
+	if ride, at, ok, err := h.log.statusAt(ctx, user, after); err != nil {
+		return err
+	} else if ok {
+		newest[ride] = at
+	}
 	for {
-		ns, err := h.log.list(ctx, user, req.Msg.GetRideId(), after, 200)
-		if err != nil {
-			return err
-		}
-		for _, n := range ns {
-			if err := stream.Send(&notificationsv1.SubscribeResponse{Notification: n}); err != nil {
+		from := max(resume, idBefore(after, settleWindow))
+		for {
+			ns, err := h.log.list(ctx, user, req.Msg.GetRideId(), from, 200)
+			if err != nil {
 				return err
 			}
-			after, lastSent = n.Id, time.Now()
+			for _, n := range ns {
+				from = n.Id
+				if sent[n.Id] {
+					continue
+				}
+				// A ride's end is always sent, whatever its time (clocks of
+				// replicas on other machines may differ by a little): it is
+				// what ends the ride's stream.
+				at := n.GetTime().AsTime()
+				if at.Before(newest[n.RideId]) && !n.GetRideStatus().Terminal() {
+					sent[n.Id], after = true, max(after, n.Id) // superseded: never sent
+					continue
+				}
+				newest[n.RideId] = at
+				if err := stream.Send(&notificationsv1.SubscribeResponse{Notification: n}); err != nil {
+					return err
+				}
+				sent[n.Id], after, lastSent = true, max(after, n.Id), time.Now()
+			}
+			if len(ns) < 200 {
+				break
+			}
+		}
+		floor := idBefore(after, settleWindow)
+		for id := range sent {
+			if id <= floor {
+				delete(sent, id) // below every later round's reads
+			}
 		}
 		if time.Since(lastSent) >= heartbeatAfter {
 			if err := stream.Send(&notificationsv1.SubscribeResponse{}); err != nil {

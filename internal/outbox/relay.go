@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
@@ -80,28 +81,105 @@ type pending struct {
 	envelope    []byte
 }
 
+// querier is a pool or a transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 // relayBatch publishes up to batchSize unsent events, asynchronously so the
 // acknowledgements overlap, and marks the acknowledged ones sent.
+//
+// How replicas share one outbox depends on the engine:
+//
+//   - PostgreSQL: the batch is claimed with SELECT … FOR UPDATE SKIP LOCKED
+//     in a transaction that stays open while the broker acknowledges and
+//     then marks the rows sent, so two relays never publish the same row:
+//     another relay skips the claimed rows and takes the next ones. A row
+//     lock rather than a lease column: it needs no clock, no schema change
+//     and no expiry to tune, and a relay that dies mid-batch loses its
+//     connection, which ends the transaction and frees its rows at once. The
+//     cost is one connection held for up to ackTimeout per relay. Two relays
+//     may publish neighbouring batches out of order; events were never
+//     ordered across replicas, and consumers do not rely on order.
+//   - SQLite: every relay reads the unsent rows without a claim, as before.
+//     SQLite locks the whole database for a write, so holding a claim
+//     across the broker's round trip would stall every other write of the
+//     service, in every process, for that long; and a laptop's replicas
+//     publishing the same row now and then costs only work, since the
+//     broker drops a repeated Nats-Msg-Id and consumers apply an event once.
 func (o *Outbox) relayBatch(ctx context.Context, js jetstream.JetStream) (int, error) {
-	rows, err := o.db.Reader().QueryContext(ctx,
-		`SELECT id, subject, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1`, batchSize)
-	if err != nil {
-		return 0, fmt.Errorf("outbox: read: %w", err)
+	if o.db.Dialect != sqldb.Postgres {
+		batch, err := readUnsent(ctx, o.db.Reader(), "")
+		if err != nil || len(batch) == 0 {
+			return 0, err
+		}
+		acked, failed := o.publish(ctx, js, batch)
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		if len(acked) > 0 {
+			if err := o.beforeMarking(); err != nil {
+				return 0, err
+			}
+			if err := o.db.InTx(ctx, func(tx *sqldb.Tx) error { return markSent(ctx, tx, acked) }); err != nil {
+				return 0, err
+			}
+			o.metrics.published.Add(float64(len(acked)))
+		}
+		return len(acked), failed
 	}
+
+	var acked []string
+	var failed error
+	err := o.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		batch, err := readUnsent(ctx, tx, " FOR UPDATE SKIP LOCKED")
+		if err != nil || len(batch) == 0 {
+			return err
+		}
+		acked, failed = o.publish(ctx, js, batch)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if len(acked) == 0 {
+			return nil
+		}
+		if err := o.beforeMarking(); err != nil {
+			return err
+		}
+		return markSent(ctx, tx, acked)
+	})
+	if err != nil {
+		return 0, err
+	}
+	o.metrics.published.Add(float64(len(acked)))
+	return len(acked), failed
+}
+
+// readUnsent reads the oldest unsent events; lock is appended to the query.
+func readUnsent(ctx context.Context, q querier, lock string) ([]pending, error) {
+	rows, err := q.QueryContext(ctx,
+		`SELECT id, subject, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1`+lock, batchSize)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: read: %w", err)
+	}
+	defer rows.Close()
 	var batch []pending
 	for rows.Next() {
 		var p pending
 		if err := rows.Scan(&p.id, &p.subject, &p.envelope); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("outbox: scan: %w", err)
+			return nil, fmt.Errorf("outbox: scan: %w", err)
 		}
 		batch = append(batch, p)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil || len(batch) == 0 {
-		return 0, err
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: read: %w", err)
 	}
+	return batch, nil
+}
 
+// publish sends batch and waits for the broker's acknowledgements; acked
+// are the ids it stored (or recognised as duplicates).
+func (o *Outbox) publish(ctx context.Context, js jetstream.JetStream, batch []pending) (acked []string, failed error) {
 	futures := make([]jetstream.PubAckFuture, len(batch))
 	for i, p := range batch {
 		msg := &nats.Msg{Subject: p.subject, Data: p.envelope, Header: nats.Header{}}
@@ -113,8 +191,7 @@ func (o *Outbox) relayBatch(ctx context.Context, js jetstream.JetStream) (int, e
 		}
 		futures[i] = f
 	}
-	acked := make([]string, 0, len(futures))
-	var failed error
+	acked = make([]string, 0, len(futures))
 	actx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 wait:
@@ -131,27 +208,22 @@ wait:
 			break wait
 		}
 	}
-	if ctx.Err() != nil {
-		return 0, ctx.Err()
-	}
-	if len(acked) > 0 {
-		if o.beforeMark != nil {
-			if err := o.beforeMark(); err != nil {
-				return 0, err
-			}
-		}
-		if err := o.markSent(ctx, acked); err != nil {
-			return 0, err
-		}
-		o.metrics.published.Add(float64(len(acked)))
-	}
 	if failed == nil && len(futures) < len(batch) {
 		failed = errors.New("outbox: broker refused to publish")
 	}
-	return len(acked), failed
+	return acked, failed
 }
 
-func (o *Outbox) markSent(ctx context.Context, ids []string) error {
+// beforeMarking runs the test hook, if any.
+func (o *Outbox) beforeMarking() error {
+	if o.beforeMark != nil {
+		return o.beforeMark()
+	}
+	return nil
+}
+
+// markSent marks ids sent in tx.
+func markSent(ctx context.Context, tx *sqldb.Tx, ids []string) error {
 	var q strings.Builder
 	q.WriteString(`UPDATE outbox SET sent_at = $1 WHERE id IN (`)
 	args := make([]any, 0, len(ids)+1)
@@ -164,12 +236,10 @@ func (o *Outbox) markSent(ctx context.Context, ids []string) error {
 		args = append(args, id)
 	}
 	q.WriteByte(')')
-	return o.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-			return fmt.Errorf("outbox: mark sent: %w", err)
-		}
-		return nil
-	})
+	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("outbox: mark sent: %w", err)
+	}
+	return nil
 }
 
 func (o *Outbox) prune(ctx context.Context) error {

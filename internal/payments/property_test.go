@@ -28,7 +28,7 @@ func TestLedgerUnderRandomOperations(t *testing.T) {
 		t.Run(e.Name, func(t *testing.T) {
 			for _, seed := range seeds {
 				t.Run(fmt.Sprint(seed), func(t *testing.T) {
-					runRandomOperations(t, rigOn(t, migrated(t, e.Open(t))), seed, 150)
+					runRandomOperations(t, rigOn(t, testenv.Migrate(t, e.Open(t), Service.Migrations)), seed, 150)
 				})
 			}
 		})

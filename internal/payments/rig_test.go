@@ -38,20 +38,6 @@ func newRig(t testing.TB) *rig {
 	return rigOn(t, testenv.DB(t, Service.Migrations))
 }
 
-// migrated applies the outbox and payments schemas to an empty database of
-// any engine.
-func migrated(t testing.TB, db *sqldb.DB) *sqldb.DB {
-	t.Helper()
-	ctx := context.Background()
-	if err := db.Migrate(ctx, outbox.Migrations(), outbox.MigrationTable); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(ctx, Service.Migrations, "schema_migrations"); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 // rigOn builds the service on db, which must be migrated.
 func rigOn(t testing.TB, db *sqldb.DB) *rig {
 	card := NewCardNetwork(db, 0, 0)

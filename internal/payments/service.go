@@ -78,5 +78,8 @@ func newService(_ context.Context, d platform.Deps) (*platform.Component, error)
 		Workers: []platform.Worker{{Name: "recovery", Run: func(ctx context.Context) error {
 			return pr.runRecovery(ctx, recoveryInterval)
 		}}},
+		Audit: func(ctx context.Context, q platform.AuditQuery) (any, error) {
+			return pr.store.audit(ctx, q.After, q.Limit)
+		},
 	}, nil
 }

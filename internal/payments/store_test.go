@@ -21,7 +21,7 @@ func TestStoreContract(t *testing.T) {
 	for _, e := range testenv.Engines() {
 		t.Run(e.Name, func(t *testing.T) {
 			t.Run("lifecycle", func(t *testing.T) {
-				r := rigOn(t, migrated(t, e.Open(t)))
+				r := rigOn(t, testenv.Migrate(t, e.Open(t), Service.Migrations))
 				p := must(t)(r.authorize("a", "ride-1", 2500, ""))
 				p = must(t)(r.capture("c", p.GetId(), 2000))
 				p = must(t)(r.refund("r1", p.GetId(), 700))
@@ -49,7 +49,7 @@ func TestStoreContract(t *testing.T) {
 			})
 
 			t.Run("concurrent retries of one key", func(t *testing.T) {
-				r := rigOn(t, migrated(t, e.Open(t)))
+				r := rigOn(t, testenv.Migrate(t, e.Open(t), Service.Migrations))
 				results := race(8, func() (*paymentsv1.Payment, error) { return r.authorize("ride-1:authorize", "ride-1", 1000, "") })
 				var id string
 				for _, res := range results {
@@ -91,7 +91,7 @@ func TestStoreContract(t *testing.T) {
 			})
 
 			t.Run("concurrent captures under different keys", func(t *testing.T) {
-				r := rigOn(t, migrated(t, e.Open(t)))
+				r := rigOn(t, testenv.Migrate(t, e.Open(t), Service.Migrations))
 				p := must(t)(r.authorize("a", "ride-1", 1000, ""))
 				var mu sync.Mutex
 				n := 0
@@ -118,7 +118,7 @@ func TestStoreContract(t *testing.T) {
 			})
 
 			t.Run("concurrent authorizations of one ride", func(t *testing.T) {
-				r := rigOn(t, migrated(t, e.Open(t)))
+				r := rigOn(t, testenv.Migrate(t, e.Open(t), Service.Migrations))
 				var mu sync.Mutex
 				n := 0
 				results := race(6, func() (*paymentsv1.Payment, error) {
@@ -144,7 +144,7 @@ func TestStoreContract(t *testing.T) {
 
 			t.Run("check detects a broken ledger", func(t *testing.T) {
 				ctx := context.Background()
-				r := rigOn(t, migrated(t, e.Open(t)))
+				r := rigOn(t, testenv.Migrate(t, e.Open(t), Service.Migrations))
 				p := must(t)(r.authorize("a", "ride-1", 1000, ""))
 				must(t)(r.capture("c", p.GetId(), 1000))
 				r.ledgerOK()

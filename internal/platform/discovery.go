@@ -29,16 +29,18 @@ func discovered(svc Service, cfg Config) []string {
 }
 
 // useDiscovery makes d's HTTP client resolve the logical addresses of the
-// peers found in the registry, from a view of the registry it keeps current
-// until ctx ends, and returns the worker that keeps this instance
-// registered, and the admin view of the instances.
+// peers found in the registry, and d.Replicas count this service's
+// instances, from a view of the registry it keeps current until ctx ends,
+// and returns the worker that keeps this instance registered, and the
+// admin view of the instances.
 func useDiscovery(ctx context.Context, d *Deps, svc Service, ln net.Listener) ([]Worker, http.Handler, error) {
 	cfg := d.Config
 	open := func(ctx context.Context) (jetstream.KeyValue, error) {
 		return discovery.OpenBucket(ctx, d.JS, discovery.DefaultTTL, cfg.StreamReplicas)
 	}
 	var workers []Worker
-	if u := advertised(cfg, ln); u != "" {
+	u := advertised(cfg, ln)
+	if u != "" {
 		id := discovery.NewID()
 		if cfg.Instance != "" {
 			id = cfg.Instance + "-" + id
@@ -50,11 +52,24 @@ func useDiscovery(ctx context.Context, d *Deps, svc Service, ln net.Listener) ([
 	} else {
 		d.Log.Info("not registering: listening on a wildcard address; set --advertise URL to register")
 	}
+	w := discovery.NewWatcher(discovery.DefaultTTL, time.Now)
+	d.Replicas = func(ctx context.Context) (int, error) {
+		insts, err := w.Instances(ctx, svc.Name)
+		if err != nil {
+			return 0, err
+		}
+		if u == "" { // not registered, so not among them
+			return len(insts) + 1, nil
+		}
+		return max(len(insts), 1), nil
+	}
+	// The view must be filling before the service is built: building one
+	// may already call a peer (the gateway fetches identity's keys).
+	go func() { _ = w.Run(ctx, open, d.Log) }()
 	peers := discovered(svc, cfg)
 	if len(peers) == 0 {
 		return workers, nil, nil
 	}
-	w := discovery.NewWatcher(discovery.DefaultTTL, time.Now)
 	b, err := discovery.NewBalancer(w, discovery.BalancerOptions{Services: peers, Next: d.HTTP.Transport, Metrics: d.Metrics})
 	if err != nil {
 		return nil, nil, err
@@ -75,9 +90,6 @@ func useDiscovery(ctx context.Context, d *Deps, svc Service, ln net.Listener) ([
 		}
 	}
 	d.HTTP.Transport = b
-	// The view must be filling before the service is built: building one
-	// may already call a peer (the gateway fetches identity's keys).
-	go func() { _ = w.Run(ctx, open, d.Log) }()
 	admin := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rideshare-platform/rideshare/internal/apperr"
+	"github.com/rideshare-platform/rideshare/internal/broker"
 	"github.com/rideshare-platform/rideshare/internal/outbox"
 	"github.com/rideshare-platform/rideshare/internal/resilience"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
@@ -57,6 +58,11 @@ type Component struct {
 	Ready func(ctx context.Context) error
 	// Close, if set, releases what New acquired, after the server stopped.
 	Close func() error
+	// Audit, if set, reports one page of the service's own invariants for
+	// `rideshare check`, served with the outbox backlog at /admin/audit
+	// (audit.go). The answer is encoded as JSON; a service pages per-item
+	// facts by q so that no answer grows with the size of its tables.
+	Audit func(ctx context.Context, q AuditQuery) (any, error)
 }
 
 // Worker is a named background loop.
@@ -69,10 +75,16 @@ type Worker struct {
 type Config struct {
 	// Listen is host:port, or fd:N for a socket inherited from `up`.
 	Listen string
+	// InstanceListen, if set, is a second address (host:port or fd:N)
+	// that is this instance's alone, for when Listen is a socket its
+	// replicas share: its probes and operators reach it there.
+	InstanceListen string
 	// DB is the database DSN: a SQLite path or postgres://….
 	DB string
 	// NATS is the broker URL.
 	NATS string
+	// NATSSecurity are the broker's credentials and TLS settings.
+	NATSSecurity broker.Security
 	// StreamReplicas is the stream replication factor (cluster size).
 	StreamReplicas int
 	// Peers maps a service name to a fixed base URL (a Kubernetes Service,
@@ -131,6 +143,11 @@ type Deps struct {
 	// checks the token of every RPC it serves (serviceauth.go). Run always
 	// sets it; nil (a Deps built by hand in a test) does neither.
 	ServiceAuth *ServiceAuth
+	// Replicas counts the live instances of this service in the registry,
+	// this one included, for a service that divides something among its
+	// replicas (the gateway its rate limits). Nil without a registry (no
+	// broker): the instance is on its own.
+	Replicas func(ctx context.Context) (int, error)
 }
 
 // Setting is the service setting key, or def when unset.
@@ -183,8 +200,14 @@ func (d Deps) ClientOptions() []connect.ClientOption {
 	if d.Resilience != nil {
 		ics = append(ics, d.Resilience.Interceptor())
 	}
-	return []connect.ClientOption{connect.WithInterceptors(ics...)}
+	// Small messages go uncompressed: gzip on every answer, empty ones
+	// included, was a tenth of the gateway's CPU (docs/performance.md).
+	return []connect.ClientOption{connect.WithInterceptors(ics...), connect.WithCompressMinBytes(compressMinBytes)}
 }
+
+// compressMinBytes is the smallest RPC message worth compressing; below it,
+// gzip costs more CPU than the loopback or cluster network saves.
+const compressMinBytes = 1024
 
 // HandlerOptions are the options every RPC handler uses: request ids, the
 // error vocabulary, and the check of the calling service's token
@@ -200,6 +223,7 @@ func (d Deps) HandlerOptions(selfAuthenticated ...string) []connect.HandlerOptio
 	return []connect.HandlerOption{
 		connect.WithInterceptors(ics...),
 		connect.WithReadMaxBytes(1 << 20),
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -55,6 +56,15 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 		return err
 	}
 	defer ln.Close()
+	var also []net.Listener
+	if cfg.InstanceListen != "" {
+		own, err := server.Listen(cfg.InstanceListen)
+		if err != nil {
+			return err
+		}
+		defer own.Close()
+		also = append(also, own)
+	}
 
 	// Tokens (serviceauth.go): identity's keys check the admin endpoints'
 	// tokens and the service token of every RPC served; this service's own
@@ -79,7 +89,7 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 	}
 	var registry []Worker
 	if cfg.NATS != "" {
-		d.NATS, d.JS, err = broker.Dial(ctx, broker.DialOptions{URL: cfg.NATS, Name: svc.Name, Logger: log})
+		d.NATS, d.JS, err = broker.Dial(ctx, broker.DialOptions{URL: cfg.NATS, Name: svc.Name, Logger: log, Security: cfg.NATSSecurity})
 		if err != nil {
 			return fmt.Errorf("%s: %w", svc.Name, err)
 		}
@@ -103,6 +113,7 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 	if comp.Close != nil {
 		defer comp.Close()
 	}
+	admin[AuditPath] = auditHandler(svc.Name, cfg.Instance, d.Outbox, comp.Audit)
 
 	// The service's workers (event consumers above all) bind to streams, so
 	// they start once the streams are ensured; until then the process is
@@ -170,7 +181,7 @@ func Run(ctx context.Context, svc Service, cfg Config) error {
 	log.Info("serving", "addr", ln.Addr().String(), "db", d.DB != nil, "broker", cfg.NATS != "")
 	err = server.Serve(ctx, ln, server.Config{
 		Handler: injector.Middleware(comp.Handler), Ready: ready, Registry: reg, Logger: log,
-		Shed: shed, Admin: admin, AdminAuth: adminAuth,
+		Shed: shed, Admin: admin, AdminAuth: adminAuth, Also: also,
 	})
 	stopWorkers()
 	wg.Wait()

@@ -1,7 +1,6 @@
 package platform
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -132,23 +131,12 @@ func (p *payments) GetPayment(ctx context.Context, _ *connect.Request[paymentsv1
 }
 
 // logLines collects JSON log lines.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type logLines struct{ testenv.Buffer }
 
 func (l *logLines) audits(t *testing.T) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		var m map[string]any
 		if line == "" || json.Unmarshal([]byte(line), &m) != nil || m["audit"] != true {
 			continue
@@ -233,14 +221,14 @@ func TestCallCheck(t *testing.T) {
 
 	audits := logs.audits(t)
 	if len(audits) != refused {
-		t.Errorf("%d audit lines for %d refused calls:\n%s", len(audits), refused, logs.buf.String())
+		t.Errorf("%d audit lines for %d refused calls:\n%s", len(audits), refused, logs.String())
 	}
 	for _, a := range audits {
 		if a["event"] != auditServiceCallRefused || a["procedure"] != paymentsv1connect.PaymentsServiceGetPaymentProcedure || a["reason"] == "" {
 			t.Errorf("audit line %v", a)
 		}
 	}
-	if strings.Contains(logs.buf.String(), riderToken[:40]) {
+	if strings.Contains(logs.String(), riderToken[:40]) {
 		t.Error("a token reached the log")
 	}
 }

@@ -203,7 +203,8 @@ func (i tokenInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			return nil, err
 		}
 		res, err := next(ctx, req)
-		if tok != "" && connect.CodeOf(err) == connect.CodeUnauthenticated {
+		// err is checked first: CodeOf allocates even for a nil error.
+		if err != nil && tok != "" && connect.CodeOf(err) == connect.CodeUnauthenticated {
 			i.tokens.forget(tok)
 		}
 		return res, err

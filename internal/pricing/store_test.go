@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rideshare-platform/rideshare/internal/outbox"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
@@ -16,13 +15,7 @@ func TestStore(t *testing.T) {
 	for _, eng := range testenv.Engines() {
 		t.Run(eng.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := eng.Open(t)
-			if err := db.Migrate(ctx, outbox.Migrations(), outbox.MigrationTable); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Migrate(ctx, Service.Migrations, "schema_migrations"); err != nil {
-				t.Fatal(err)
-			}
+			db := testenv.Migrate(t, eng.Open(t), Service.Migrations)
 			s := &store{db: db}
 
 			t.Run("default fare rules", func(t *testing.T) {

@@ -87,9 +87,13 @@ func (d *dependency) call(ctx context.Context, req connect.AnyRequest, next conn
 		d.budget.RecordExecution() // writes earn retry budget too: they are load
 	}
 	// Attempts run one after another (no hedging), so last needs no lock.
+	// None of the policies gives an attempt a context of its own (there is
+	// no failsafe timeout or hedge policy), so each attempt derives its
+	// timeout from ctx itself, and failsafe need not copy its execution
+	// state for every attempt (GetWithExecution does).
 	var last error
-	res, err := exec.WithContext(ctx).GetWithExecution(func(e failsafe.Execution[response]) (response, error) {
-		actx, cancel := context.WithTimeout(e.Context(), d.policy.Timeout)
+	res, err := exec.WithContext(ctx).Get(func() (response, error) {
+		actx, cancel := context.WithTimeout(ctx, d.policy.Timeout)
 		defer cancel()
 		res, err := next(actx, req)
 		if err != nil {
@@ -164,6 +168,9 @@ func (e *attemptError) Error() string { return e.err.Error() }
 func (e *attemptError) Unwrap() error { return e.err }
 
 func classOf(err error) attemptClass {
+	if err == nil {
+		return attemptClass{} // the breaker asks after every success: errors.As would allocate
+	}
 	var ae *attemptError
 	if errors.As(err, &ae) {
 		return ae.attemptClass

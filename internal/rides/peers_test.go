@@ -33,8 +33,11 @@ type stubPayments struct {
 
 func (s *stubPayments) Authorize(_ context.Context, req *connect.Request[paymentsv1.AuthorizeRequest]) (*connect.Response[paymentsv1.AuthorizeResponse], error) {
 	s.got = req.Msg
-	if req.Msg.GetRideId() == "down" {
+	switch req.Msg.GetRideId() {
+	case "down":
 		return nil, apperr.E(apperr.Unavailable, "", "provider unreachable")
+	case "in-flight":
+		return nil, apperr.E(apperr.Conflict, "request_in_progress", "a authorize with this idempotency_key is still in progress; retry later")
 	}
 	return connect.NewResponse(&paymentsv1.AuthorizeResponse{Payment: &paymentsv1.Payment{Id: "p1", Status: paymentsv1.PaymentStatus_PAYMENT_STATUS_AUTHORIZED}}), nil
 }
@@ -65,6 +68,13 @@ func TestAdaptersOverConnect(t *testing.T) {
 	_, err = p.Authorize(ctx, &paymentsv1.AuthorizeRequest{RideId: "down"})
 	if !apperr.Is(err, apperr.Unavailable) || !transient(err) {
 		t.Fatalf("payments down: %v, want a transient Unavailable", err)
+	}
+	// A retry that meets the first attempt still holding the key must wait
+	// for its outcome, not take it for a refusal: that attempt may yet
+	// place the hold.
+	_, err = p.Authorize(ctx, &paymentsv1.AuthorizeRequest{RideId: "in-flight"})
+	if apperr.CodeOf(err) != "request_in_progress" || !transient(err) {
+		t.Fatalf("authorize in flight: %v (%s), want a transient request_in_progress", err, apperr.CodeOf(err))
 	}
 	if _, err := p.Void(ctx, &paymentsv1.VoidRequest{}); !transient(err) {
 		t.Fatalf("an RPC the peer does not implement yet: %v, want transient (it may be deployed later)", err)

@@ -215,7 +215,11 @@ func transient(err error) bool {
 	case apperr.Internal, apperr.Unavailable, apperr.Timeout, apperr.RateLimited, apperr.Unimplemented:
 		return true
 	case apperr.Conflict:
-		return e.Code == "idempotency_key_in_flight"
+		// The same request still running: our own API's code, and payments'
+		// for a key another attempt holds (one that failed over from a
+		// replica that died mid-call). Refusing there would end the ride
+		// with no void while that attempt may still place the hold.
+		return e.Code == "idempotency_key_in_flight" || e.Code == "request_in_progress"
 	}
 	return false
 }

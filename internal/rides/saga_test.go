@@ -564,18 +564,7 @@ func TestCrashBetweenCallAndRecord(t *testing.T) {
 	clock := newFakeClock()
 	pr, pay, disp := newFakePricing(), newFakePayments(), newFakeDispatch()
 	open := func() *harness {
-		db, err := sqldb.Open(context.Background(), path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if err := db.Migrate(context.Background(), outbox.Migrations(), outbox.MigrationTable); err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Migrate(context.Background(), Service.Migrations, "schema_migrations"); err != nil {
-			t.Fatal(err)
-		}
-		return build(t, db, clock, pr, pay, disp)
+		return build(t, testenv.MigratedDB(t, path, Service.Migrations), clock, pr, pay, disp)
 	}
 	// crashAt runs one process's worker until payments performs method,
 	// then kills it (cancels its context) before the answer is recorded,

@@ -67,6 +67,9 @@ func newService(_ context.Context, d platform.Deps) (*platform.Component, error)
 			return pruneLoop(ctx, d, time.Hour)
 		}},
 	}}
+	comp.Audit = func(ctx context.Context, q platform.AuditQuery) (any, error) {
+		return AuditRides(ctx, d.DB, q.After, q.Limit, now())
+	}
 	if d.Events != nil {
 		comp.Workers = append(comp.Workers, platform.Worker{Name: "search-outcomes", Run: func(ctx context.Context) error {
 			return d.Events.Run(ctx, sg.searchOutcomes())

@@ -10,7 +10,6 @@ import (
 
 	ridesv1 "github.com/rideshare-platform/rideshare/api/rides/v1"
 	"github.com/rideshare-platform/rideshare/internal/apperr"
-	"github.com/rideshare-platform/rideshare/internal/outbox"
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
@@ -21,13 +20,7 @@ func TestStoreContract(t *testing.T) {
 	for _, e := range testenv.Engines() {
 		t.Run(e.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := e.Open(t)
-			if err := db.Migrate(ctx, outbox.Migrations(), outbox.MigrationTable); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Migrate(ctx, Service.Migrations, "schema_migrations"); err != nil {
-				t.Fatal(err)
-			}
+			db := testenv.Migrate(t, e.Open(t), Service.Migrations)
 			h := build(t, db, newFakeClock(), newFakePricing(), newFakePayments(), newFakeDispatch())
 
 			// Idempotency keys.

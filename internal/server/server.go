@@ -89,6 +89,12 @@ type Config struct {
 	// at all (404), so no process ever exposes them unauthenticated.
 	Admin     map[string]http.Handler
 	AdminAuth Authenticator
+	// Also are further listeners served exactly like the main one. A
+	// replica whose main socket is shared with its siblings (up's gateway
+	// replicas accept on one public socket) listens on one of its own
+	// too: a probe or an operator sent to the shared socket reaches
+	// whichever replica accepts first, one sent here reaches this one.
+	Also []net.Listener
 }
 
 // Authenticator says who sends a request, from its bearer token
@@ -187,11 +193,15 @@ func Serve(ctx context.Context, ln net.Listener, c Config) error {
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	listeners := append([]net.Listener{ln}, c.Also...)
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		go func() { errc <- srv.Serve(l) }()
+	}
+	var failed error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("server: %w", err)
+	case failed = <-errc:
+		failed = fmt.Errorf("server: %w", failed)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
@@ -200,10 +210,16 @@ func Serve(ctx context.Context, ln net.Listener, c Config) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = srv.Close()
 	}
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
+	waiting := len(listeners)
+	if failed != nil {
+		waiting--
 	}
-	return err
+	for range waiting {
+		if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+	}
+	return errors.Join(failed, err)
 }
 
 // streamsUnbounded lifts the write timeout for streaming RPCs (Connect

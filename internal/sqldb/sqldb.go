@@ -10,6 +10,7 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,11 +18,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -43,19 +46,29 @@ type DB struct {
 	Dialect Dialect
 	write   *sql.DB
 	read    *sql.DB
+	// path is the SQLite file; empty on PostgreSQL.
+	path string
 }
 
 // Open opens dsn: "postgres://…" or "postgresql://…" for PostgreSQL,
 // otherwise a SQLite file path (optionally prefixed "sqlite:"). The SQLite
 // file's folder is created if missing.
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+	if IsPostgres(dsn) {
 		return openPostgres(ctx, dsn)
 	}
 	return openSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
 }
 
 func openSQLite(ctx context.Context, path string) (*DB, error) {
+	return openSQLiteWith(ctx, path, func(dsn string) *sql.DB {
+		return sql.OpenDB(stmtConnector{drv: sqliteDriver, dsn: dsn})
+	})
+}
+
+// openSQLiteWith opens path's writer and readers with pool (the benchmark
+// of the statement cache opens them without it).
+func openSQLiteWith(ctx context.Context, path string, pool func(dsn string) *sql.DB) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("sqldb: empty SQLite path")
 	}
@@ -73,25 +86,29 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	for k, v := range q {
 		wq[k] = v
 	}
-	w, err := sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
-	if err != nil {
-		return nil, fmt.Errorf("sqldb: %w", err)
-	}
+	w := pool("file:" + path + "?" + wq.Encode())
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
-	r, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqldb: %w", err)
-	}
+	r := pool("file:" + path + "?" + q.Encode())
 	r.SetMaxOpenConns(4)
-	db := &DB{Dialect: SQLite, write: w, read: r}
+	db := &DB{Dialect: SQLite, write: w, read: r, path: path}
 	if err := db.Ping(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return db, nil
 }
+
+// sqliteDriver is the driver the SQLite package registers, taken from a
+// handle that never connects.
+var sqliteDriver = func() driver.Driver {
+	db, err := sql.Open("sqlite", "")
+	if err != nil {
+		panic(err) // only if the import above did not register it
+	}
+	defer db.Close()
+	return db.Driver()
+}()
 
 func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 	p, err := sql.Open("pgx", dsn)
@@ -168,7 +185,27 @@ func (db *DB) Migrate(ctx context.Context, fsys fs.FS, table string) error {
 	if db.Dialect == Postgres {
 		dialect = goose.DialectPostgres
 	}
-	p, err := goose.NewProvider(dialect, db.write, fsys, goose.WithTableName(table))
+	opts := []goose.ProviderOption{goose.WithTableName(table)}
+	// Replicas start together and each migrates at start: without a lock
+	// two of them both see a migration as pending and the second fails on
+	// "table already exists". PostgreSQL serialises them with an advisory
+	// lock held for the session; SQLite with a lock file beside the
+	// database, since its own locks end with each transaction and a
+	// migration spans several.
+	if db.Dialect == Postgres {
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return fmt.Errorf("sqldb: migrations %s: %w", table, err)
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	} else {
+		unlock, err := lockFile(ctx, db.path+".migrate-lock")
+		if err != nil {
+			return fmt.Errorf("sqldb: migrations %s: %w", table, err)
+		}
+		defer unlock()
+	}
+	p, err := goose.NewProvider(dialect, db.write, fsys, opts...)
 	if err != nil {
 		return fmt.Errorf("sqldb: migrations %s: %w", table, err)
 	}
@@ -176,6 +213,31 @@ func (db *DB) Migrate(ctx context.Context, fsys fs.FS, table string) error {
 		return fmt.Errorf("sqldb: migrate %s: %w", table, err)
 	}
 	return nil
+}
+
+// lockFile takes an exclusive lock on the file at path, waiting until ctx
+// ends. The lock goes with the process, so a migrator that dies frees it.
+func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // IsUniqueViolation reports whether err is a unique or primary key conflict.

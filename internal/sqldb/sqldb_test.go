@@ -5,20 +5,12 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"testing/fstest"
 
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
-var schema = fstest.MapFS{
-	"00001_things.sql": {Data: []byte(`
--- +goose Up
-CREATE TABLE things (id TEXT PRIMARY KEY, n BIGINT NOT NULL, blob BYTEA, ok BOOLEAN NOT NULL DEFAULT FALSE);
--- +goose Down
-DROP TABLE things;
-`)},
-}
+var schema = sqldb.ThingsSchema
 
 // TestContract runs the store layer's promises on every engine: the same
 // SQL text, the same results.
@@ -76,6 +68,41 @@ func TestContract(t *testing.T) {
 			}
 			if n != 1<<40 || !bytes.Equal(blob, []byte{0, 1, 255}) || !ok || count != 1 {
 				t.Fatalf("read back n=%d blob=%v ok=%v count=%d", n, blob, ok, count)
+			}
+		})
+	}
+}
+
+// TestMigrateConcurrently is replicas starting together on one database:
+// each migrates at start, and none may fail because another got there
+// first.
+func TestMigrateConcurrently(t *testing.T) {
+	for _, e := range []struct {
+		name string
+		dsn  func(t *testing.T) string
+	}{
+		{"sqlite", func(t *testing.T) string { return t.TempDir() + "/replicas.db" }},
+		{"postgres", func(t *testing.T) string { return testenv.PostgresDSN(t) }},
+	} {
+		t.Run(e.name, func(t *testing.T) {
+			dsn := e.dsn(t)
+			const replicas = 4
+			errs := make(chan error, replicas)
+			for range replicas {
+				go func() {
+					db, err := sqldb.Open(context.Background(), dsn)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer db.Close()
+					errs <- db.Migrate(context.Background(), schema, "test_migrations")
+				}()
+			}
+			for range replicas {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
 			}
 		})
 	}

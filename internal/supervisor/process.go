@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -136,7 +137,11 @@ func (p *proc) runOnce(first bool) (reason string, started bool) {
 	if _, err := cmd.StdinPipe(); err != nil {
 		return "start failed: " + err.Error(), false
 	}
-	l, addr := p.spec.Listener, ""
+	var listeners []*net.TCPListener
+	if p.spec.Listener != nil {
+		listeners = append(listeners, p.spec.Listener)
+	}
+	addr := ""
 	if p.spec.Listen != nil {
 		fresh, err := p.spec.Listen()
 		if err != nil {
@@ -145,14 +150,17 @@ func (p *proc) runOnce(first bool) (reason string, started bool) {
 		// The child holds its own copy from Start on; this one goes, so
 		// the address dies with the child.
 		defer fresh.Close()
-		l, addr = fresh, fresh.Addr().String()
+		listeners, addr = append(listeners, fresh), fresh.Addr().String()
 	}
-	if l != nil {
+	for _, l := range listeners {
 		f, err := l.File()
 		if err != nil {
+			for _, f := range cmd.ExtraFiles {
+				f.Close()
+			}
 			return "start failed: listener: " + err.Error(), false
 		}
-		cmd.ExtraFiles = []*os.File{f}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
 	}
 	err := cmd.Start()
 	// The dup is only needed until the child has its own copy; closing it

@@ -39,16 +39,18 @@ type Spec struct {
 	// the port never changes and connections that arrive while the child is
 	// down wait in the backlog instead of being refused. Stop closes it.
 	Listener *net.TCPListener
-	// Listen, if set instead of Listener, opens a new socket for each
-	// incarnation, passed as file descriptor 3 and closed here once the
-	// child has its copy: when the child dies its address refuses
+	// Listen, if set, opens a new socket for each incarnation, passed as
+	// file descriptor 3 (4 when Listener is set too) and closed here once
+	// the child has its copy: when the child dies its address refuses
 	// connections, as a replica that died does, and callers fail over to
 	// another instance instead of waiting in a backlog. Status reports the
-	// current address.
+	// current address. With both, the child serves a socket it shares
+	// (replicas given one Listener) and one of its own.
 	Listen func() (*net.TCPListener, error)
 	// ReadyURL must answer GET with 200 once the child can serve. Empty
 	// means the child counts as ready as soon as it has started. With
-	// Listen, it is a path ("/readyz") on the incarnation's address.
+	// Listen, it is a path ("/readyz") on the incarnation's own address:
+	// a probe sent to a shared socket could be answered by a sibling.
 	ReadyURL string
 	// Group orders startup: every process of a group is ready before the
 	// next higher group starts. Stop goes from the highest group down.

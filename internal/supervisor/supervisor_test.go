@@ -17,10 +17,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 // childEnv makes the test binary act as a child process instead of running
@@ -115,6 +116,15 @@ func serveChild() int {
 	mux.HandleFunc("/pid", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, os.Getpid())
 	})
+	if os.Getenv("CHILD_OWN_SOCKET") != "" {
+		// fd 3 is shared with siblings; fd 4 is this child's own.
+		own, err := net.FileListener(os.NewFile(4, "own listener"))
+		if err != nil {
+			fmt.Println("fd 4:", err)
+			return 6
+		}
+		go func() { _ = http.Serve(own, mux) }()
+	}
 	_ = http.Serve(ln, mux)
 	return 1
 }
@@ -428,7 +438,7 @@ func TestStartFailsFastWhenChildKeepsCrashing(t *testing.T) {
 func TestChildrenExitWhenSupervisorProcessDies(t *testing.T) {
 	t.Parallel()
 	tracePath := filepath.Join(t.TempDir(), "trace")
-	var stderr syncBuffer
+	var stderr testenv.Buffer
 	cmd := execSelf(t, childEnv+"=supervise", "CHILD_TRACE="+tracePath)
 	cmd.Stderr = &stderr
 	// Held open, so the helper does not take its polite exit.
@@ -565,9 +575,9 @@ func TestLogTail(t *testing.T) {
 
 // Helpers.
 
-func newSupervisor(t *testing.T, specs []Spec, opts Options) (*Supervisor, *syncBuffer) {
+func newSupervisor(t *testing.T, specs []Spec, opts Options) (*Supervisor, *testenv.Buffer) {
 	t.Helper()
-	events := &syncBuffer{}
+	events := &testenv.Buffer{}
 	opts.Events = events
 	if opts.LogDir == "" {
 		opts.LogDir = t.TempDir()
@@ -758,25 +768,6 @@ func traceEvents(t *testing.T, path string) []string {
 	return out
 }
 
-// syncBuffer is a bytes.Buffer safe to write from the supervisor's
-// goroutines while a test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // A replica started with Spec.Listen gets a new socket at every start, and
 // its old address refuses connections once it died: callers must notice
 // and go elsewhere, not wait in a backlog.
@@ -819,5 +810,49 @@ func TestListenGivesEachIncarnationItsOwnSocket(t *testing.T) {
 	second := status(t, s, "dispatch-2")
 	if got := get(t, "http://"+second.Addr+"/pid"); got != strconv.Itoa(second.PID) {
 		t.Fatalf("GET /pid on the new address = %s, want %d", got, second.PID)
+	}
+}
+
+// Replicas that accept on one shared socket (Listener) and each on its own
+// (Listen) are asked for readiness on their own: through the shared one a
+// sibling that is already ready could answer for one that is not.
+func TestSharedSocketReplicasProbedOnTheirOwn(t *testing.T) {
+	shared := listen(t)
+	own := func() (*net.TCPListener, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		return l.(*net.TCPListener), nil
+	}
+	fast := childSpec(t, "gateway-1", 0, shared, "CHILD_OWN_SOCKET=1")
+	slow := childSpec(t, "gateway-2", 0, shared, "CHILD_OWN_SOCKET=1", "CHILD_READY_DELAY=1500ms")
+	for _, spec := range []*Spec{&fast, &slow} {
+		spec.Listen, spec.ReadyURL = own, "/readyz"
+	}
+	s, _ := newSupervisor(t, []Spec{fast, slow}, Options{})
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"gateway-1", "gateway-2"} {
+		st := status(t, s, name)
+		if st.Addr == "" || st.Addr == shared.Addr().String() {
+			t.Fatalf("%s: address %q, want its own beside the shared %s", name, st.Addr, shared.Addr())
+		}
+		res, err := http.Get("http://" + st.Addr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("%s answers %d on its own address once Start returned: a sibling answered its probe", name, res.StatusCode)
+		}
+		if got := get(t, "http://"+st.Addr+"/pid"); got != strconv.Itoa(st.PID) {
+			t.Errorf("GET /pid at %s's address = %s, want %d", name, got, st.PID)
+		}
+	}
+	pids := []string{strconv.Itoa(status(t, s, "gateway-1").PID), strconv.Itoa(status(t, s, "gateway-2").PID)}
+	if got := get(t, "http://"+shared.Addr().String()+"/pid"); !slices.Contains(pids, got) {
+		t.Errorf("GET /pid on the shared socket = %s, want one of %v", got, pids)
 	}
 }

@@ -22,12 +22,21 @@ import (
 // given service schema applied. It is closed when t ends.
 func DB(t testing.TB, schema fs.FS) *sqldb.DB {
 	t.Helper()
+	return MigratedDB(t, t.TempDir()+"/test.db", schema)
+}
+
+// MigratedDB opens dsn for t with pools of its own, as one more process of
+// a service would, and migrates it (see Migrate). It is closed when t ends.
+func MigratedDB(t testing.TB, dsn string, schema fs.FS) *sqldb.DB {
+	t.Helper()
+	return Migrate(t, open(t, dsn), schema)
+}
+
+// Migrate applies the outbox tables and a service's schema (if not nil) to
+// db, as platform.Run does at start, and returns db.
+func Migrate(t testing.TB, db *sqldb.DB, schema fs.FS) *sqldb.DB {
+	t.Helper()
 	ctx := context.Background()
-	db, err := sqldb.Open(ctx, t.TempDir()+"/test.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	if err := db.Migrate(ctx, outbox.Migrations(), outbox.MigrationTable); err != nil {
 		t.Fatal(err)
 	}
