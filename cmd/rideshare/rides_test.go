@@ -22,9 +22,12 @@ var (
 	nearFerry2    = map[string]float64{"lat": 37.7900, "lng": -122.4000}
 )
 
-// fastRides are settings that make offers, searches and grace periods short
-// enough for a test to watch them run out.
-var fastRides = []string{"--set", "dispatch.offer_ttl=2s,rides.search_timeout=8s,rides.cancel_grace=1h"}
+// fastRides are settings that make searches short enough for a test to
+// watch them run out, and the grace period long enough never to. An offer
+// lasts as long as its search: the tests' drivers poll for it and accept
+// through the gateway, which on a busy machine can take seconds, and no
+// test waits for an offer to expire.
+var fastRides = []string{"--set", "dispatch.offer_ttl=8s,rides.search_timeout=8s,rides.cancel_grace=1h"}
 
 type user struct {
 	p     *runningPlatform

@@ -35,10 +35,16 @@ func TestStreamsSurviveLosingAMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The stream's leader may step down under load right after creating
+	// it; until another is elected its info is not answered, or answered
+	// without a leader. The checks below are on the info once it has one.
+	var info *jetstream.StreamInfo
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		info, err = stream.Info(ictx)
+		return err == nil && info.Cluster != nil && info.Cluster.Leader != ""
+	}, "the rides stream has no leader: %v", errOf{&err})
 	if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
 		t.Fatalf("stream is not replicated three ways: replicas %d, cluster %+v", info.Config.Replicas, info.Cluster)
 	}
@@ -110,3 +116,8 @@ func TestStreamsSurviveLosingAMember(t *testing.T) {
 		return current == 2
 	}, "the restarted member did not catch up with the stream")
 }
+
+// errOf prints the last error when a wait gives up.
+type errOf struct{ err *error }
+
+func (e errOf) String() string { return fmt.Sprint(*e.err) }

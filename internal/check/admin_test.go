@@ -58,12 +58,13 @@ func auditServer(t *testing.T, service string, ob *outbox.Unsent, src *fakeSourc
 // passed over, and the gateway (no database) has no outbox.
 func TestAdminSource(t *testing.T) {
 	facts := cleanPlatform()
-	down := httptest.NewServer(http.NotFoundHandler())
-	down.Close()
+	// Nothing listens on the privileged port 1, whereas a port found free
+	// and closed may be taken by another test before the check dials it.
+	const down = "http://127.0.0.1:1"
 	src := &Admin{
 		Processes: map[string]string{
 			"rides":      auditServer(t, "rides", &outbox.Unsent{Count: 1, Oldest: now.Add(-time.Second)}, facts).URL,
-			"payments-1": down.URL,
+			"payments-1": down,
 			"payments-2": auditServer(t, "payments", &outbox.Unsent{}, facts).URL + "/",
 			"gateway":    auditServer(t, "gateway", nil, nil).URL,
 		},

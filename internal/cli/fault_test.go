@@ -314,11 +314,20 @@ func TestFaultGatewayFaultedStillClears(t *testing.T) {
 // do about it.
 func TestFaultErrors(t *testing.T) {
 	p := newFakePlatform(t)
+	// A stopped gateway's address: nothing listens on the privileged port
+	// 1, whereas a closed server's port may be taken by another test.
+	const stoppedGateway = "http://127.0.0.1:1"
 	stopped := newFakePlatform(t)
-	stopped.gateway.srv.Close()
-	wrongSecret := newFakePlatform(t)
-	st, err := ReadState(wrongSecret.dir)
+	st, err := ReadState(stopped.dir)
 	if err != nil {
+		t.Fatal(err)
+	}
+	st.GatewayURL = stoppedGateway
+	if err := writeState(stopped.dir, st); err != nil {
+		t.Fatal(err)
+	}
+	wrongSecret := newFakePlatform(t)
+	if st, err = ReadState(wrongSecret.dir); err != nil {
 		t.Fatal(err)
 	}
 	st.ClientSecret = "wrong"
@@ -341,7 +350,7 @@ func TestFaultErrors(t *testing.T) {
 		{"no state file", []string{"payments", "--hang", "--data", t.TempDir()}, 1,
 			[]string{"the platform is not running", "platform.json", "rideshare up", "--gateway"}},
 		{"gateway not answering", []string{"payments", "--hang", "--data", stopped.dir}, 1,
-			[]string{"the platform is not running", "the gateway at " + stopped.gateway.srv.URL + " does not answer", "rideshare up"}},
+			[]string{"the platform is not running", "the gateway at " + stoppedGateway + " does not answer", "rideshare up"}},
 		{"wrong credential", []string{"payments", "--hang", "--data", wrongSecret.dir}, 1,
 			[]string{"refused the operator credential", faultClientID, "the credential is wrong", "invalid_client"}},
 		{"token refused by the service", []string{"payments", "--hang", "--data", badToken.dir}, 1,

@@ -97,20 +97,38 @@ func TestBalancerSpreadsLoad(t *testing.T) {
 
 // Of two instances, the one with calls in flight gets fewer new ones.
 func TestBalancerPrefersLessLoaded(t *testing.T) {
-	release := make(chan struct{})
-	slow := newBackend(t, func(w http.ResponseWriter, r *http.Request) { <-release; ok(w, r) })
+	release, held := make(chan struct{}), make(chan struct{}, 1)
+	slow := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		<-release
+		ok(w, r)
+	})
 	fast := newBackend(t, ok)
 	c, _, _ := newClient(t, fixed{"dispatch": {{URL: slow.srv.URL}, {URL: fast.srv.URL}}}, nil)
 	var wg sync.WaitGroup
 	defer func() { close(release); wg.Wait() }()
-	// Pin a call on slow: calls land wherever p2c sends them (fast ones
-	// finish at once), so keep sending until one is held there.
-	for i := 0; slow.hits.Load() < 1; i++ {
+	// Pin a call on slow: calls land wherever p2c sends them, so send one
+	// at a time until one is held there. Each waits until it is either held
+	// or done (it went to fast), so no call is left in flight to fast, or
+	// still unsent, to tie the loads or land on slow once counting begins.
+	for i := 0; ; i++ {
 		if i == 1000 {
 			t.Fatal("no call ever reached the slow instance")
 		}
-		wg.Go(func() { _, _ = post(t, c, "http://dispatch/hold", "") })
-		time.Sleep(5 * time.Millisecond)
+		done := make(chan struct{})
+		wg.Go(func() {
+			defer close(done)
+			_, _ = post(t, c, "http://dispatch/hold", "")
+		})
+		select {
+		case <-done:
+			continue
+		case <-held:
+		}
+		break
 	}
 	before := slow.hits.Load()
 	for range 100 {

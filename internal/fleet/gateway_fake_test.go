@@ -32,6 +32,9 @@ type fakeGateway struct {
 	rides    map[string]*fakeRide
 	pending  []string       // rides to offer to the next driver who polls
 	refuse   map[string]int // ride → the status to refuse its accept with
+	// cancelOn is, per ride, a step that finds the ride cancelled by its
+	// rider a moment before (the race a real driver can lose).
+	cancelOn map[string]string
 	// failing makes the next n requests for a trip step fail with status.
 	failing map[string]struct{ status, n int }
 	// hangOffline makes "go offline" hang until the caller gives up.
@@ -61,9 +64,6 @@ type fakeRide struct {
 	steps              []fakeStep
 	// attempts counts requests per trip step, answered or refused.
 	attempts map[string]int
-	// cancelOn is a step that finds the ride cancelled by its rider a
-	// moment before (the race a real driver can lose).
-	cancelOn string
 }
 
 // fakeStep is a trip step the gateway accepted, with the driver's last
@@ -78,7 +78,7 @@ type fakeStep struct {
 func newFakeGateway(t *testing.T) *fakeGateway {
 	f := &fakeGateway{
 		accounts: map[string]*fakeAccount{}, tokens: map[string]string{},
-		rides: map[string]*fakeRide{}, refuse: map[string]int{}, failing: map[string]struct{ status, n int }{},
+		rides: map[string]*fakeRide{}, refuse: map[string]int{}, cancelOn: map[string]string{}, failing: map[string]struct{ status, n int }{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/accounts", f.signup)
@@ -350,7 +350,7 @@ func (f *fakeGateway) step(w http.ResponseWriter, r *http.Request, a *fakeAccoun
 		return
 	}
 	rd.attempts[action]++
-	if rd.cancelOn == action {
+	if f.cancelOn[rd.id] == action {
 		rd.status = "cancelled"
 	}
 	if fail := f.failing[action]; fail.n > 0 {
@@ -439,12 +439,13 @@ func (f *fakeGateway) forceOffline(email string) {
 	f.accounts[email].online = false
 }
 
-// cancelOn makes the rider cancel ride id just before the driver's step
-// action reaches the platform.
+// cancelWhen makes the rider cancel ride id just before the driver's step
+// action reaches the platform. Call it before offering the ride: once
+// offered, a driver may take the step before the test gets to set it.
 func (f *fakeGateway) cancelWhen(id, action string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.rides[id].cancelOn = action
+	f.cancelOn[id] = action
 }
 
 // cancel cancels ride id, as its rider would.
