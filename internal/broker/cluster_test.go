@@ -44,7 +44,7 @@ func TestStreamsSurviveLosingAMember(t *testing.T) {
 		defer cancel()
 		info, err = stream.Info(ictx)
 		return err == nil && info.Cluster != nil && info.Cluster.Leader != ""
-	}, "the rides stream has no leader: %v", errOf{&err})
+	}, "the rides stream has no leader: %v", testenv.Later(func() string { return fmt.Sprint(err) }))
 	if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
 		t.Fatalf("stream is not replicated three ways: replicas %d, cluster %+v", info.Config.Replicas, info.Cluster)
 	}
@@ -116,8 +116,3 @@ func TestStreamsSurviveLosingAMember(t *testing.T) {
 		return current == 2
 	}, "the restarted member did not catch up with the stream")
 }
-
-// errOf prints the last error when a wait gives up.
-type errOf struct{ err *error }
-
-func (e errOf) String() string { return fmt.Sprint(*e.err) }

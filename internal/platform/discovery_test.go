@@ -64,7 +64,7 @@ func TestReplicasCount(t *testing.T) {
 			}
 			waitFor := func(want int, what string) {
 				t.Helper()
-				testenv.Eventually(t, 10*time.Second, func() bool { return count() == want }, "%s: the last count was %s, want %d", what, lastCount{&last}, want)
+				testenv.Eventually(t, 10*time.Second, func() bool { return count() == want }, "%s: the last count was %s, want %d", what, testenv.Later(func() string { return last }), want)
 			}
 			// Alone, it counts itself (unregistered, before its own
 			// registration shows, and after).
@@ -82,9 +82,3 @@ func TestReplicasCount(t *testing.T) {
 		})
 	}
 }
-
-// lastCount prints the last count when a wait gives up, not the count when
-// the wait began.
-type lastCount struct{ s *string }
-
-func (l lastCount) String() string { return *l.s }

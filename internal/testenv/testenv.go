@@ -90,3 +90,9 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Later is an argument to Eventually's message that is worked out when the
+// wait gives up, so that it shows the last state seen, not the first.
+type Later func() string
+
+func (l Later) String() string { return l() }
