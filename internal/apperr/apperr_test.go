@@ -61,3 +61,17 @@ func TestWriteProblem(t *testing.T) {
 		t.Fatalf("got %d %v %+v", w.Code, w.Header(), p)
 	}
 }
+
+func TestWriteMethodNotAllowed(t *testing.T) {
+	w := httptest.NewRecorder()
+	w.Header().Set("X-Request-Id", "req-1")
+	WriteMethodNotAllowed(w, httptest.NewRequest("POST", "/admin/audit", nil), "GET, HEAD", "read it with GET")
+	var p Problem
+	if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil {
+		t.Fatal(err)
+	}
+	if w.Code != http.StatusMethodNotAllowed || w.Header().Get("Allow") != "GET, HEAD" || w.Header().Get("Content-Type") != "application/problem+json" ||
+		p.Code != "method_not_allowed" || p.Status != 405 || p.Instance != "/admin/audit" || p.Detail != "read it with GET" || p.RequestID != "req-1" {
+		t.Fatalf("got %d %v %+v", w.Code, w.Header(), p)
+	}
+}

@@ -52,3 +52,18 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, err error, retryAfter 
 	w.WriteHeader(p.Status)
 	_ = json.NewEncoder(w).Encode(p)
 }
+
+// WriteMethodNotAllowed writes a 405 problem naming the methods allow lists.
+// No Kind maps to 405 because no RPC can answer it; only the plain HTTP
+// handlers beside the RPCs (admin views) do.
+func WriteMethodNotAllowed(w http.ResponseWriter, r *http.Request, allow, detail string) {
+	w.Header().Set("Allow", allow)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusMethodNotAllowed)
+	_ = json.NewEncoder(w).Encode(Problem{
+		Type: ProblemTypeBase + "method_not_allowed", Title: http.StatusText(http.StatusMethodNotAllowed),
+		Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Instance: r.URL.Path,
+		Detail: detail, RequestID: w.Header().Get("X-Request-Id"),
+	})
+}

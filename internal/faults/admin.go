@@ -52,7 +52,7 @@ func (i *Injector) Admin() http.Handler {
 				i.ClearAll()
 			}
 		default:
-			methodNotAllowed(w, r)
+			apperr.WriteMethodNotAllowed(w, r, "GET, PUT, POST, DELETE", r.Method+" is not supported: GET lists the faults, PUT sets one, DELETE clears")
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -95,17 +95,4 @@ func describeJSONError(err error) string {
 		return fmt.Sprintf("%s must be a %s, not a JSON %s", typ.Field, typ.Type, typ.Value) + example
 	}
 	return err.Error() + example
-}
-
-// methodNotAllowed is a 405 problem; apperr has no kind for it because no
-// RPC answers it.
-func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Allow", "GET, PUT, POST, DELETE")
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(http.StatusMethodNotAllowed)
-	_ = json.NewEncoder(w).Encode(apperr.Problem{
-		Type: apperr.ProblemTypeBase + "method_not_allowed", Title: http.StatusText(http.StatusMethodNotAllowed),
-		Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Instance: r.URL.Path,
-		Detail: r.Method + " is not supported: GET lists the faults, PUT sets one, DELETE clears",
-	})
 }

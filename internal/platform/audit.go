@@ -53,14 +53,7 @@ type ProcessAudit struct {
 func auditHandler(service, instance string, ob *outbox.Outbox, audit func(context.Context, AuditQuery) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			_ = json.NewEncoder(w).Encode(apperr.Problem{
-				Type: apperr.ProblemTypeBase + "method_not_allowed", Title: http.StatusText(http.StatusMethodNotAllowed),
-				Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Instance: r.URL.Path,
-				Detail: r.Method + " is not supported: the audit is read with GET",
-			})
+			apperr.WriteMethodNotAllowed(w, r, "GET, HEAD", r.Method+" is not supported: the audit is read with GET")
 			return
 		}
 		q := AuditQuery{After: r.URL.Query().Get("after"), Limit: DefaultAuditLimit}

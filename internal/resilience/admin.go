@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/rideshare-platform/rideshare/internal/apperr"
 )
 
 // DependencyState is one dependency as GET /admin/resilience shows it.
@@ -85,8 +87,7 @@ func (t *Table) Snapshot() []DependencyState {
 func (t *Table) AdminHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			apperr.WriteMethodNotAllowed(w, r, "GET, HEAD", r.Method+" is not supported: the resilience view is read with GET")
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

@@ -57,8 +57,9 @@ func TestMetricsAndAdminState(t *testing.T) {
 	}
 	rec = httptest.NewRecorder()
 	e.table.AdminHandler().ServeHTTP(rec, httptest.NewRequest("POST", "/admin/resilience", nil))
-	if rec.Code != http.StatusMethodNotAllowed {
-		t.Fatalf("POST: %d", rec.Code)
+	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "GET, HEAD" ||
+		rec.Header().Get("Content-Type") != "application/problem+json" || !strings.Contains(rec.Body.String(), `"code":"method_not_allowed"`) {
+		t.Fatalf("POST: %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 }
 
