@@ -88,13 +88,6 @@ func prefixed(who string, fs []Finding) []Finding {
 // ended payment_declined with nothing held or captured, and every other
 // rider's ride completed as usual.
 func declinedFindings(declined, good *load.Report, during []rides.RideFacts, pays map[string]payments.PaymentFacts) []Finding {
-	ended := Finding{What: "rides paid with the declined card, by how they ended", Want: "every one payment_declined"}
-	if declined.Rides.Requested == 0 {
-		ended.Got = "no ride requested"
-	} else {
-		ended.Got = fmt.Sprintf("%d: %s", declined.Rides.Requested, terminalSummary(declined.Rides))
-		ended.OK = declined.Rides.Terminal[load.StatusPaymentDeclined] == declined.Rides.Requested
-	}
 	var n, charged, held int
 	for _, f := range during {
 		if f.Status != rides.StatusPaymentDeclined {
@@ -117,14 +110,23 @@ func declinedFindings(declined, good *load.Report, during []rides.RideFacts, pay
 		money.Got = fmt.Sprintf("%d charged, %d holding, of %d declined rides", charged, held, n)
 		money.OK = charged == 0 && held == 0
 	}
-	others := Finding{What: "rides paid with a good card meanwhile, by how they ended", Want: "every one completed"}
-	if good.Rides.Requested == 0 {
-		others.Got = "no ride requested"
-	} else {
-		others.Got = fmt.Sprintf("%d: %s", good.Rides.Requested, terminalSummary(good.Rides))
-		others.OK = good.Rides.Terminal[load.StatusCompleted] == good.Rides.Requested
+	return []Finding{
+		allEnded("rides paid with the declined card", declined.Rides, load.StatusPaymentDeclined),
+		money,
+		allEnded("rides paid with a good card meanwhile", good.Rides, load.StatusCompleted),
 	}
-	return []Finding{ended, money, others}
+}
+
+// allEnded finds whether every ride of a load run ended as status.
+func allEnded(what string, rd load.Rides, status string) Finding {
+	f := Finding{What: what + ", by how they ended", Want: "every one " + status}
+	if rd.Requested == 0 {
+		f.Got = "no ride requested"
+		return f
+	}
+	f.Got = fmt.Sprintf("%d: %s", rd.Requested, terminalSummary(rd))
+	f.OK = rd.Terminal[status] == rd.Requested
+	return f
 }
 
 // offersRoute is the drivers' route for reading their offers.
