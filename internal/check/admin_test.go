@@ -13,6 +13,7 @@ import (
 	"github.com/rideshare-platform/rideshare/internal/apperr"
 	"github.com/rideshare-platform/rideshare/internal/outbox"
 	"github.com/rideshare-platform/rideshare/internal/platform"
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 const adminToken = "admin-token"
@@ -58,9 +59,7 @@ func auditServer(t *testing.T, service string, ob *outbox.Unsent, src *fakeSourc
 // passed over, and the gateway (no database) has no outbox.
 func TestAdminSource(t *testing.T) {
 	facts := cleanPlatform()
-	// Nothing listens on the privileged port 1, whereas a port found free
-	// and closed may be taken by another test before the check dials it.
-	const down = "http://127.0.0.1:1"
+	const down = testenv.NoListener
 	src := &Admin{
 		Processes: map[string]string{
 			"rides":      auditServer(t, "rides", &outbox.Unsent{Count: 1, Oldest: now.Add(-time.Second)}, facts).URL,

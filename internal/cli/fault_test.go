@@ -314,9 +314,7 @@ func TestFaultGatewayFaultedStillClears(t *testing.T) {
 // do about it.
 func TestFaultErrors(t *testing.T) {
 	p := newFakePlatform(t)
-	// A stopped gateway's address: nothing listens on the privileged port
-	// 1, whereas a closed server's port may be taken by another test.
-	const stoppedGateway = "http://127.0.0.1:1"
+	const stoppedGateway = testenv.NoListener
 	stopped := newFakePlatform(t)
 	st, err := ReadState(stopped.dir)
 	if err != nil {

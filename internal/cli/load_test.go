@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/rideshare-platform/rideshare/internal/load"
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 // ridesStub is the few public routes a load rider uses, each ride completed
@@ -118,9 +119,7 @@ func TestLoadJSONToStdout(t *testing.T) {
 }
 
 func TestLoadUsageAndFailures(t *testing.T) {
-	// Port 1 is privileged: no test can listen there, as one could on a
-	// port found free and closed.
-	const closed = "http://127.0.0.1:1"
+	const closed = testenv.NoListener
 	for _, tc := range []struct {
 		name    string
 		args    []string

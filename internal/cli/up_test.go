@@ -25,9 +25,7 @@ var upTestServices = []platform.Service{{Name: "rides", Database: true}, {Name: 
 // TestUpRefuses: settings up cannot honour stop it at once with a message
 // that names the flag, and never echo a password.
 func TestUpRefuses(t *testing.T) {
-	// Nothing listens on the privileged port 1, whereas a port found free
-	// and closed may be taken by another test before up dials it.
-	const closedPort = 1
+	const closedPort = 1 // testenv.NoListener's: nothing listens there
 	noJetStream := runPlainNATS(t)
 	for _, c := range []struct {
 		args []string

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rideshare-platform/rideshare/internal/testenv"
 )
 
 // quick is a small run against f: rides are read every 20 ms.
@@ -264,9 +266,7 @@ func TestReportJSONRoundTrip(t *testing.T) {
 
 func TestRunErrors(t *testing.T) {
 	t.Parallel()
-	// Port 1 is privileged: no test can listen there, as one could on a
-	// port found free and closed.
-	closed := "http://127.0.0.1:1"
+	closed := testenv.NoListener
 	refusing := newFakeGateway(t)
 	refusing.signInFail = func(string) int { return http.StatusBadRequest }
 

@@ -18,6 +18,11 @@ import (
 	"github.com/rideshare-platform/rideshare/internal/sqldb"
 )
 
+// NoListener is an address where nothing listens, for a peer that is down.
+// Its port is privileged, so no test can be listening there, as one can on
+// a port found free and then closed.
+const NoListener = "http://127.0.0.1:1"
+
 // DB opens a fresh SQLite database for t, with the outbox tables and the
 // given service schema applied. It is closed when t ends.
 func DB(t testing.TB, schema fs.FS) *sqldb.DB {
